@@ -1,0 +1,83 @@
+"""Hybrid retrieval: fuse a BM25 run and a dense run with ``ranx.fuse``.
+
+Two methods: reciprocal rank fusion (no parameters to fit), and a convex combination of
+normalised scores, ``w * bm25 + (1 - w) * dense``, whose weight is chosen on dev queries only.
+
+Example:
+    >>> w = choose_convex_weight(dev_qrels, bm25_dev, dense_dev, HybridConfig())
+    >>> hybrid = fuse_runs(bm25_test, dense_test, HybridConfig(), bm25_weight=w)
+"""
+
+from __future__ import annotations
+
+from embedtune.config import HybridConfig
+from embedtune.data import Qrels
+from embedtune.evaluate import ranx_qrels, ranx_run
+from embedtune.retrieval import Run
+
+
+_EMPTY = "\x00empty"  # placeholder document, removed after fusion
+
+
+def _aligned(bm25: Run, dense: Run) -> tuple[Run, Run]:
+    # ranx.fuse needs both runs to hold the same, non-empty queries. A query one run found
+    # nothing for (BM25 on a stopwords-only query, say) gets a placeholder that only it holds,
+    # so it does not change any real document's fused score, and is dropped afterwards.
+    qids = sorted(set(bm25) | set(dense))
+    return ({q: bm25.get(q) or {_EMPTY: 0.0} for q in qids},
+            {q: dense.get(q) or {_EMPTY: 0.0} for q in qids})
+
+
+def fuse_runs(bm25: Run, dense: Run, cfg: HybridConfig, bm25_weight: float | None = None,
+              top_k: int = 100) -> Run:
+    """Fuse two runs; returns the ``top_k`` best per query.
+
+    Args:
+        bm25, dense: runs to fuse.
+        cfg: fusion settings (method, normalisation, RRF constant).
+        bm25_weight: the convex weight of BM25 (required for ``convex``).
+    """
+    from ranx import fuse
+
+    a, b = _aligned(bm25, dense)
+    runs = [ranx_run(a, "bm25"), ranx_run(b, "dense")]
+    if cfg.method == "rrf":
+        fused = fuse(runs, norm=None, method="rrf", params={"k": cfg.rrf_k})
+    else:
+        if bm25_weight is None:
+            raise ValueError("convex fusion needs bm25_weight, chosen on dev queries")
+        fused = fuse(runs, norm=cfg.norm, method="wsum",
+                     params={"weights": [bm25_weight, 1.0 - bm25_weight]})
+    out = {}
+    for qid, docs in fused.to_dict().items():
+        ranked = sorted(((d, s) for d, s in docs.items() if d != _EMPTY),
+                        key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        out[qid] = dict(ranked)
+    return out
+
+
+def choose_convex_weight(dev_qrels: Qrels, bm25_dev: Run, dense_dev: Run,
+                         cfg: HybridConfig) -> tuple[float, dict[str, float]]:
+    """Pick the BM25 weight that maximises ``cfg.weight_metric`` on dev queries (ranx grid).
+
+    Returns:
+        The weight, and the dev score of every weight tried (for the report).
+    """
+    from ranx import optimize_fusion
+
+    if not dev_qrels:
+        raise ValueError("no dev queries to choose the convex weight on; use hybrid.method: rrf")
+    a, b = _aligned({q: bm25_dev.get(q, {}) for q in dev_qrels}, {q: dense_dev.get(q, {}) for q in dev_qrels})
+    best, report = optimize_fusion(
+        qrels=ranx_qrels(dev_qrels),
+        runs=[ranx_run(a, "bm25"), ranx_run(b, "dense")],
+        norm=cfg.norm,
+        method="wsum",
+        metric=cfg.weight_metric,
+        step=cfg.weight_step,
+        show_progress=False,
+        return_optimization_report=True,
+    )
+    weights = best["weights"]
+    trials = {str(c): float(r) for c, r in zip(report.configs, report.results)}
+    return float(weights[0]), trials

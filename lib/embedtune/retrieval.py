@@ -1,0 +1,210 @@
+"""First-stage retrieval: exact (or faiss) dense search over cached embeddings, and BM25.
+
+Runs are plain ``{query_id: {doc_id: score}}`` dicts (what ranx and BEIR take), ``top_k`` deep.
+
+Example:
+    >>> index = DenseIndex.build(model, corpus, model_cfg)          # encodes once, then cached
+    >>> run = index.search(model, queries, top_k=100)
+    >>> bm25 = BM25Retriever(corpus, BM25Config()).search(queries, top_k=100)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedtune import paths
+from embedtune.config import BM25Config, ModelConfig
+from embedtune.data import corpus_fingerprint, doc_text
+from embedtune.io import atomic_path, atomic_write_json
+from embedtune.models import encode_documents, encode_queries, model_fingerprint
+
+log = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+
+
+def show_progress() -> bool:
+    """Progress bars in a terminal or JupyterLab; off inside papermill runs (kept out of reports)."""
+    return os.environ.get("EMBEDTUNE_NO_PROGRESS", "0") != "1"
+
+
+def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest scores per row, best first.
+
+    Ties are broken by the lower column index, so results do not depend on the partition order.
+    """
+    k = min(k, scores.shape[1])
+    # a stable sort, not argpartition: which of several tied scores makes the cut must not
+    # depend on the partition's internals (ties are common with quantised or cropped texts)
+    idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(scores, idx, axis=1)
+
+
+@dataclass
+class DenseIndex:
+    """Normalised document embeddings for one (model, corpus) pair."""
+
+    doc_ids: list[str]
+    embeddings: np.ndarray  # (n_docs, dim), float32, L2-normalised
+    model_fingerprint: str
+    corpus_fingerprint: str
+    encode_seconds: float  # time the encoding took when it was computed (also when cached)
+    from_cache: bool
+    backend: str = "exact"
+
+    @classmethod
+    def build(cls, model, corpus: dict[str, dict[str, str]], cfg: ModelConfig,
+              backend: str = "exact", cache: bool = True) -> "DenseIndex":
+        """Encode the corpus, or load the embeddings cached for this model and corpus.
+
+        The cache key is the model fingerprint (weights + settings), the corpus fingerprint
+        and the precision, so a changed model or corpus can never reuse stale vectors.
+        """
+        doc_ids = sorted(corpus)
+        m_fp = model_fingerprint(model)
+        c_fp = corpus_fingerprint(corpus)
+        emb, info = cached_encode(model, m_fp, c_fp, [doc_text(corpus[d]) for d in doc_ids],
+                                  "document", cfg, cache=cache)
+        return cls(doc_ids, emb, m_fp, c_fp, info["seconds"], info["from_cache"], backend)
+
+    @property
+    def docs_per_second(self) -> float | None:
+        """Encoding throughput measured when these embeddings were computed."""
+        return len(self.doc_ids) / self.encode_seconds if self.encode_seconds > 0 else None
+
+    def search_embeddings(self, query_emb: np.ndarray, top_k: int,
+                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k document indices and cosine scores for normalised query embeddings."""
+        if self.backend == "faiss":
+            import faiss
+
+            index = faiss.IndexFlatIP(self.embeddings.shape[1])
+            index.add(self.embeddings)
+            scores, idx = index.search(query_emb, min(top_k, len(self.doc_ids)))
+            return idx, scores
+        all_idx, all_scores = [], []
+        for start in range(0, len(query_emb), batch_size):
+            sims = query_emb[start : start + batch_size] @ self.embeddings.T
+            idx, vals = top_k_from_scores(sims, top_k)
+            all_idx.append(idx)
+            all_scores.append(vals)
+        return np.vstack(all_idx), np.vstack(all_scores)
+
+    def search(self, model, queries: dict[str, str], cfg: ModelConfig, top_k: int = 100,
+               cache: bool = True) -> Run:
+        """Encode the queries with ``model`` (cached too) and return a run over this index."""
+        qids = list(queries)
+        texts = [queries[q] for q in qids]
+        q_emb, _ = cached_encode(model, self.model_fingerprint, _texts_fingerprint(texts), texts,
+                                 "query", cfg, cache=cache)
+        idx, scores = self.search_embeddings(q_emb, top_k)
+        return {
+            qid: {self.doc_ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
+            for i, qid in enumerate(qids)
+        }
+
+
+def _texts_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(t.encode())
+        digest.update(b"\x1e")
+    return "sha256:" + digest.hexdigest()
+
+
+def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: str,
+                  cfg: ModelConfig, cache: bool = True) -> tuple[np.ndarray, dict]:
+    """Encode ``texts`` as queries or documents, or load them from the embedding cache.
+
+    The cache key joins the model fingerprint, the texts' fingerprint, the kind and the
+    precision. A JSON sidecar keeps how long the encoding took, so throughput stays known.
+
+    Returns:
+        The embeddings, and ``{"seconds": encode time, "from_cache": bool}``.
+    """
+    key = f"{kind}-{model_fp[7:23]}-{texts_fp[7:23]}-{cfg.precision}"
+    path = paths.cache_dir() / "embeddings" / f"{key}.npy"
+    meta_path = path.with_suffix(".json")
+    if cache and path.is_file() and meta_path.is_file():
+        emb = np.load(path)
+        if emb.shape[0] == len(texts):
+            meta = json.loads(meta_path.read_text())
+            log.info("loaded %d cached %s embeddings from %s", len(texts), kind, path)
+            return emb, {"seconds": meta["seconds"], "from_cache": True}
+    encode = encode_queries if kind == "query" else encode_documents
+    start = time.perf_counter()
+    emb = encode(model, texts, batch_size=cfg.batch_size, precision=cfg.precision,
+                 show_progress=show_progress() and kind == "document")
+    seconds = time.perf_counter() - start
+    if cache:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, emb)
+        atomic_write_json(meta_path, {"seconds": seconds, "n": len(texts), "kind": kind,
+                                      "device": str(model.device), "precision": cfg.precision})
+    return emb, {"seconds": seconds, "from_cache": False}
+
+
+class BM25Retriever:
+    """BM25 with ``bm25s`` over title + text (defaults: Lucene, k1=1.5, b=0.75, English
+    stopwords, Snowball stemmer), as in bm25s' published BEIR benchmark."""
+
+    def __init__(self, corpus: dict[str, dict[str, str]], cfg: BM25Config):
+        import bm25s
+
+        self.cfg = cfg
+        self.doc_ids = sorted(corpus)
+        self._stemmer = None
+        if cfg.stemmer:
+            import Stemmer
+
+            self._stemmer = Stemmer.Stemmer(cfg.stemmer)
+        start = time.perf_counter()
+        tokens = bm25s.tokenize(
+            [doc_text(corpus[d]) for d in self.doc_ids],
+            stopwords=cfg.stopwords or [],
+            stemmer=self._stemmer,
+            return_ids=True,
+            show_progress=False,
+        )
+        self.model = bm25s.BM25(method=cfg.method, k1=cfg.k1, b=cfg.b)
+        self.model.index(tokens, show_progress=False)
+        self.index_seconds = time.perf_counter() - start
+
+    def search(self, queries: dict[str, str], top_k: int = 100) -> Run:
+        import bm25s
+
+        qids = list(queries)
+        tokens = bm25s.tokenize(
+            [queries[q] for q in qids],
+            stopwords=self.cfg.stopwords or [],
+            stemmer=self._stemmer,
+            return_ids=False,
+            show_progress=False,
+        )
+        k = min(top_k, len(self.doc_ids))
+        idx, scores = self.model.retrieve(tokens, k=k, sorted=True, return_as="tuple",
+                                          n_threads=0, show_progress=False)
+        run: Run = {}
+        for i, qid in enumerate(qids):
+            # bm25s pads with zero scores when fewer than k docs match; those are not hits
+            run[qid] = {self.doc_ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if s > 0}
+        return run
+
+
+def save_run(run: Run, path: Path, name: str) -> None:
+    """Write a run as a TREC run file (qid Q0 docid rank score name), atomically."""
+    lines = []
+    for qid in sorted(run):
+        ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
+        lines += [f"{qid} Q0 {did} {r} {s:.6f} {name}" for r, (did, s) in enumerate(ranked, 1)]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

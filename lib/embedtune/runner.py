@@ -1,0 +1,165 @@
+"""Run stage notebooks in order with papermill; leave executed copies, HTML and a manifest.
+
+Example:
+    >>> run_experiment("params/scifact.yaml", stages=["evaluate"], overrides={"model.batch_size": 32})
+    PosixPath('results/scifact')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+from embedtune import paths
+from embedtune.config import ConfigError, load_config, save_config
+from embedtune.context import environment, git_state, now, resolve_run_dir
+from embedtune.io import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+# Stage name -> notebook stem, in execution order (DESIGN.md).
+STAGES = {
+    "decide": "00_decide",
+    "pairs": "01_pairs",
+    "negatives": "02_negatives",
+    "train": "03_train",
+    "evaluate": "04_evaluate",
+    "report": "05_report",
+    "monitor": "06_monitor",
+}
+NOTEBOOK_PARAMETERS = {"params_file", "overrides", "run_dir"}
+KERNEL_NAME = "embedtune"
+
+
+class StageError(RuntimeError):
+    """A stage notebook failed; the message names the notebook to open."""
+
+
+def available_stages() -> list[str]:
+    """Stages whose notebook exists, in execution order."""
+    return [s for s, stem in STAGES.items() if (paths.notebooks_dir() / f"{stem}.ipynb").is_file()]
+
+
+def select_stages(stages: Iterable[str] | None) -> list[str]:
+    have = available_stages()
+    if stages is None:
+        return have
+    chosen = list(stages)
+    for stage in chosen:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        if stage not in have:
+            raise ConfigError(f"stage {stage!r} has no notebook yet "
+                              f"(notebooks/{STAGES[stage]}.ipynb); available: {', '.join(have)}")
+    return [s for s in STAGES if s in chosen]
+
+
+def kernel_name() -> str:
+    """The kernel registered by ``make`` for this venv, else the running interpreter's own."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def check_notebook_parameters(notebook: Path) -> None:
+    """Papermill only warns on unknown parameters; we fail instead."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    missing = NOTEBOOK_PARAMETERS - declared
+    if missing:
+        raise ConfigError(f"{notebook}: its parameters cell lacks {', '.join(sorted(missing))}")
+
+
+def to_html(notebook: Path, target: Path, hide_code: bool = False) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code,
+                            exclude_output_prompt=hide_code)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    with atomic_path(target) as tmp:
+        tmp.write_text(body)
+
+
+def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
+                   overrides: dict | None = None, run_dir: str | Path | None = None,
+                   progress: bool = True) -> Path:
+    """Execute the selected stage notebooks for one experiment.
+
+    Args:
+        params_file: the experiment's YAML.
+        stages: stage names (default: every stage that has a notebook), run in DESIGN order.
+        overrides: dotted keys applied on top of the params file, validated before anything runs.
+        run_dir: where outputs go (default ``results/<experiment>``).
+        progress: show papermill's per-cell progress bar in the terminal.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ConfigError: bad params or overrides, before any notebook starts.
+        StageError: a notebook failed; its executed copy is kept as ``*.failed.ipynb``.
+    """
+    import papermill
+
+    cfg = load_config(params_file, overrides or {})  # fails here, not inside a kernel
+    selected = select_stages(stages)
+    folder = resolve_run_dir(cfg, run_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = folder / "params.yaml"
+    save_config(cfg, resolved)
+
+    manifest_path = folder / "manifest.json"
+    manifest = {}
+    if manifest_path.is_file():
+        import json
+
+        manifest = json.loads(manifest_path.read_text())
+    manifest.update(experiment=cfg.experiment, params_file=str(params_file), git=git_state(),
+                    started=now(), **environment())
+    manifest.setdefault("stages", {})
+    atomic_write_json(manifest_path, manifest)
+
+    # Library progress bars stay out of executed notebooks and reports; papermill shows progress.
+    os.environ["EMBEDTUNE_NO_PROGRESS"] = "1"
+    kernel = kernel_name()
+    for stage in selected:
+        notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
+        check_notebook_parameters(notebook)
+        out = folder / notebook.name
+        log.info("stage %s: %s -> %s", stage, notebook.name, out)
+        start = time.perf_counter()
+        tmp = folder / f".{notebook.stem}.running.ipynb"
+        failed = folder / f"{notebook.stem}.failed.ipynb"
+        failed.unlink(missing_ok=True)
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(tmp),
+                parameters={"params_file": str(resolved), "overrides": {}, "run_dir": str(folder)},
+                kernel_name=kernel, progress_bar=progress, cwd=str(paths.project_root()),
+            )
+        except papermill.PapermillExecutionError as exc:
+            os.replace(tmp, failed)
+            _record_stage(manifest_path, stage, time.perf_counter() - start, "failed")
+            raise StageError(f"stage {stage} failed in {notebook.name} (cell {exc.exec_count}): "
+                             f"{exc.ename}: {exc.evalue}. Executed copy: {failed}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, out)
+        to_html(out, out.with_suffix(".html"), hide_code=(stage == "report"))
+        _record_stage(manifest_path, stage, time.perf_counter() - start, "ok")
+    return folder
+
+
+def _record_stage(manifest_path: Path, stage: str, seconds: float, status: str) -> None:
+    import json
+
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "status": status,
+                                                "finished": now()}
+    atomic_write_json(manifest_path, manifest)

@@ -1,0 +1,1 @@
+"""One module per stage notebook; each has a ``run(ctx)`` that the notebook calls."""
