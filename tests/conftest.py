@@ -10,10 +10,13 @@ os.environ.setdefault("EMBEDTUNE_NO_PROGRESS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # one embedding cache per test session, never the project's own
-    monkeypatch.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # one embedding cache per test session, never the project's own; session-scoped so that
+    # module-scoped fixtures (and the kernels papermill starts) see it too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 def write_beir(folder: Path, corpus, queries, qrels: dict[str, list[tuple]]) -> Path:

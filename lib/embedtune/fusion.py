@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 from embedtune.config import HybridConfig
 from embedtune.data import Qrels
 from embedtune.evaluate import ranx_qrels, ranx_run
@@ -79,5 +81,11 @@ def choose_convex_weight(dev_qrels: Qrels, bm25_dev: Run, dense_dev: Run,
         return_optimization_report=True,
     )
     weights = best["weights"]
-    trials = {str(c): float(r) for c, r in zip(report.configs, report.results)}
+    trials = {f"{_first_weight(c):.2f}": float(r) for c, r in zip(report.configs, report.results)}
     return float(weights[0]), trials
+
+
+def _first_weight(config: str) -> float:
+    # ranx labels each trial with str() of its weight tuple, e.g. "(np.float64(0.3), np.float64(0.7))"
+    numbers = re.findall(r"float64\(([^)]+)\)", config) or re.findall(r"\d*\.?\d+", config)
+    return float(numbers[0])

@@ -44,7 +44,7 @@ def recall_curve(mean: dict[str, dict[str, float]], ax=None):
 def fusion_weight_curve(trials: dict[str, float], chosen: float, metric: str, ax=None):
     """Dev score of every BM25 weight tried for convex fusion, with the chosen one marked."""
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    points = sorted((float(k.strip("[]() ").split(",")[0]), v) for k, v in trials.items())
+    points = sorted((float(k), v) for k, v in trials.items())
     ax.plot(*zip(*points), marker=".")
     ax.axvline(chosen, color="k", linestyle="--", label=f"chosen: {chosen:.2f}")
     ax.set_xlabel("BM25 weight (dense weight = 1 - w)")

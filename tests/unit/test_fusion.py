@@ -40,6 +40,6 @@ def test_weight_is_chosen_on_dev_only():
     w, trials = choose_convex_weight(dev, BM25, {"q": {"d3": 0.9, "d2": 0.5, "d1": 0.1}},
                                      HybridConfig(weight_step=0.25))
     assert w in (0.75, 1.0)  # both rank d1 first; with w <= 0.5 it is not
-    assert len(trials) == 5
+    assert set(trials) == {"0.00", "0.25", "0.50", "0.75", "1.00"}
     with pytest.raises(ValueError, match="no dev queries"):
         choose_convex_weight({}, BM25, DENSE, HybridConfig())
