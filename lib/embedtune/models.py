@@ -138,13 +138,42 @@ def model_fingerprint(model) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-@contextlib.contextmanager
-def _precision(model, precision: str):
+def cpu_has_bf16() -> bool:
+    """True when the CPU runs bf16 natively (AVX512-BF16 or AMX); else autocast would be slow."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 where the hardware has it (CUDA with bf16, or an AMX/AVX512-BF16 CPU), else fp32.
+
+    bf16 autocast made MiniLM encoding ~2.7x faster on an AMX CPU, with embeddings at cosine
+    >= 0.9999 to fp32 and scifact nDCG@10 within 0.001.
+    """
+    if precision != "auto":
+        return precision
     import torch
 
-    if precision == "bf16":
-        device_type = "cuda" if str(model.device).startswith("cuda") else "cpu"
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if str(device) == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+@contextlib.contextmanager
+def autocast(device: str, precision: str):
+    """Run the block under bf16/fp16 autocast when ``precision`` asks for it."""
+    import torch
+
+    precision = resolve_precision(precision, device)
+    if precision in ("bf16", "fp16"):
+        device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        with torch.autocast(device_type, dtype=dtype):
             yield
     else:
         yield
@@ -153,7 +182,7 @@ def _precision(model, precision: str):
 def _encode(model, texts: list[str], kind: str, batch_size: int, precision: str,
             show_progress: bool) -> np.ndarray:
     method = model.encode_query if kind == "query" else model.encode_document
-    with _precision(model, precision):
+    with autocast(str(model.device), precision):
         emb = method(
             texts,
             batch_size=batch_size,

@@ -24,7 +24,7 @@ from embedtune import paths
 from embedtune.config import BM25Config, ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
-from embedtune.models import encode_documents, encode_queries, model_fingerprint
+from embedtune.models import encode_documents, encode_queries, model_fingerprint, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: s
     Returns:
         The embeddings, and ``{"seconds": encode time, "from_cache": bool}``.
     """
-    key = f"{kind}-{model_fp[7:23]}-{texts_fp[7:23]}-{cfg.precision}"
+    precision = resolve_precision(cfg.precision, str(model.device))
+    key = f"{kind}-{model_fp[7:23]}-{texts_fp[7:23]}-{precision}"
     path = paths.cache_dir() / "embeddings" / f"{key}.npy"
     meta_path = path.with_suffix(".json")
     if cache and path.is_file() and meta_path.is_file():
@@ -149,7 +150,7 @@ def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: s
             with open(tmp, "wb") as fh:
                 np.save(fh, emb)
         atomic_write_json(meta_path, {"seconds": seconds, "n": len(texts), "kind": kind,
-                                      "device": str(model.device), "precision": cfg.precision})
+                                      "device": str(model.device), "precision": precision})
     return emb, {"seconds": seconds, "from_cache": False}
 
 

@@ -16,7 +16,7 @@ from embedtune.context import RunContext, environment, now
 from embedtune.evaluate import Scores, evaluate_runs, metrics_document, paired_significance
 from embedtune.fusion import choose_convex_weight, fuse_runs
 from embedtune.io import atomic_path, atomic_write_json
-from embedtune.models import load_model
+from embedtune.models import load_model, resolve_precision
 from embedtune.retrieval import BM25Retriever, DenseIndex, Run, save_run
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def run(ctx: RunContext) -> EvaluationResult:
     }
     cost = {
         "device": str(model.device),
+        "precision": resolve_precision(cfg.model.precision, str(model.device)),
         "train_seconds": None,
         "encode_docs_per_second": index.docs_per_second,
         "bm25_index_seconds": round(bm25.index_seconds, 3),
