@@ -15,37 +15,79 @@ PARAMETERS = '''params_file = "params/smoke.yaml"   # experiment to run (a param
 overrides = {}                      # dotted keys, e.g. {"model.batch_size": 16}
 run_dir = ""                        # output folder; empty: results/<experiment>'''
 
+OPEN = ("from IPython.display import display\n"
+        "from embedtune import plots\n"
+        "from embedtune.context import open_run\n"
+        "{imports}\n\n"
+        "ctx = open_run(params_file, overrides, run_dir or None)\n"
+        "ds, splits = ctx.data\n"
+        "summary = plots.describe_data(ds, splits)\n"
+        "print(summary.attrs['corpus'])\n"
+        "summary")
+
 NOTEBOOKS = {
+    "01_pairs": [
+        ("md", "# 01 · Pairs: gold training pairs and held-out hygiene\n\n"
+               "(query, relevant document) pairs from the train qrels. The dev queries choose "
+               "checkpoints and fusion weights; the test queries are never used for training or "
+               "choosing. The leakage guard drops train/dev queries that duplicate a test query "
+               "(exactly after normalisation, or by base-model cosine above `pairs.leakage_cosine`)."),
+        ("params", PARAMETERS),
+        ("code", OPEN.format(imports="from embedtune.stages import pairs")),
+        ("code", "result = pairs.run(ctx)\nresult.table()"),
+        ("md", "Queries removed by the leakage guard (train/dev query id -> test query id, cosine):"),
+        ("code", "result.leakage.summary() | {'near': result.leakage.near}"),
+        ("code", "result.examples()"),
+    ],
+    "02_negatives": [
+        ("md", "# 02 · Negatives: hard negatives without false negatives\n\n"
+               "Candidates from BM25 and from the base model (sentence-transformers' "
+               "`mine_hard_negatives`), then the false-negative guard: a rank window, a relative "
+               "margin below the positive's score, and every judged positive of the query excluded. "
+               "A manual curation file (`negatives.manual`) is honoured."),
+        ("params", PARAMETERS),
+        ("code", OPEN.format(imports="from embedtune.stages import negatives")),
+        ("code", "result = negatives.run(ctx)\n"
+                 "print('what each filter removed, per source (<NA>: masked inside the miner)')\n"
+                 "result.table()"),
+        ("code", "result.plot_scores();"),
+        ("code", "print(result.stats.st_report.split('Metric')[-1] if 'Metric' in result.stats.st_report else result.stats.st_report)"),
+        ("code", "result.examples()"),
+    ],
+    "03_train": [
+        ("md", "# 03 · Train: fine-tune with sentence-transformers\n\n"
+               "`SentenceTransformerTrainer` with the loss named in `train.loss`; dev evaluation "
+               "after each epoch, the best checkpoint kept and saved with its model card."),
+        ("params", PARAMETERS),
+        ("code", OPEN.format(imports="from embedtune.stages import train")),
+        ("code", "result = train.run(ctx)\n"
+                 "{k: result.version[k] for k in ('version', 'loss', 'examples', 'steps', 'train_seconds', 'precision', 'device')}"),
+        ("code", "result.plot();"),
+        ("code", "result.dev_table().round(4)"),
+    ],
     "04_evaluate": [
         ("md", "# 04 · Evaluate: every system on the held-out test queries\n\n"
-               "BM25, the generic embedding model and their hybrid, scored with ranx on the "
-               "test split. The hybrid's convex weight is chosen on dev queries only. "
-               "Writes `metrics.json`, `per_query.csv` and `runs/` into the run folder."),
+               "BM25, the generic embedding model, the fine-tuned model (when 03_train ran) and "
+               "their hybrids, scored with ranx on the test split. Each hybrid's convex weight is "
+               "chosen on dev queries only. Writes `metrics.json`, `per_query.csv` and `runs/`."),
         ("params", PARAMETERS),
-        ("code", "from IPython.display import display\n"
-                 "from embedtune import plots\n"
-                 "from embedtune.context import open_run\n"
-                 "from embedtune.stages import evaluate\n\n"
-                 "ctx = open_run(params_file, overrides, run_dir or None)\n"
-                 "ds, splits = ctx.data\n"
-                 "summary = plots.describe_data(ds, splits)\n"
-                 "print(summary.attrs['corpus'])\n"
-                 "summary"),
+        ("code", OPEN.format(imports="from embedtune.stages import evaluate")),
         ("code", "result = evaluate.run(ctx)\n"
                  "result.table().style.format('{:.4f}').set_caption("
                  "f\"{ctx.cfg.experiment}: {result.scores.n_queries} test queries\")"),
-        ("md", "Paired significance over queries (ranx; `delta` = first minus second system)."),
+        ("md", "Paired significance over queries (`delta` = first minus second system)."),
         ("code", "result.significance_table().query(\"metric in ['ndcg@10', 'recall@10', 'mrr@10']\")"
                  ".style.format({'delta': '{:+.4f}', 'p_value': '{:.4f}'}).hide(axis='index')"),
         ("code", "plots.recall_curve(result.scores.mean);"),
-        ("code", "hybrid = result.metrics['hybrid']\n"
-                 "if 'dev_trials' in hybrid:\n"
-                 "    plots.fusion_weight_curve(hybrid['dev_trials'], hybrid['bm25_weight'], hybrid['chosen_by'])\n"
-                 "    print(f\"BM25 weight {hybrid['bm25_weight']:.2f}, chosen on {hybrid['chosen_on']}\")\n"
-                 "    print('RRF on the same test queries, for comparison:', "
-                 "{k: round(v, 4) for k, v in hybrid['rrf_for_comparison'].items() if k in ('ndcg@10', 'recall@10')})\n"
-                 "else:\n"
-                 "    print(hybrid)"),
+        ("code", "for name, info in result.metrics['hybrid'].items():\n"
+                 "    if 'dev_trials' in info:\n"
+                 "        plots.fusion_weight_curve(info['dev_trials'], info['bm25_weight'], info['chosen_by'])\n"
+                 "        print(f\"{name}: BM25 weight {info['bm25_weight']:.2f}, chosen on {info['chosen_on']}; \"\n"
+                 "              f\"RRF instead would give nDCG@10 {info['rrf_for_comparison']['ndcg@10']:.4f}\")\n"
+                 "    else:\n"
+                 "        print(name, info)"),
+        ("md", "Out of domain: the fine-tuned model against the generic one on other datasets."),
+        ("code", "result.metrics['ood'] or 'no ood.datasets configured (or no fine-tuned model yet)'"),
         ("code", "result.metrics['cost']"),
     ],
 }

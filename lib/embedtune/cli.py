@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a params key, e.g. --set model.batch_size=32 (repeatable)")
     run.add_argument("--run-dir", help="output folder (default: results/<experiment>)")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
+    run.add_argument("--force", action="store_true",
+                     help="re-run every stage, even those whose params, data and notebook are unchanged")
     return parser
 
 
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides = dict(parse_override(o) for o in args.overrides)
             stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
             folder = run_experiment(args.params, stages=stages, overrides=overrides,
-                                    run_dir=args.run_dir, progress=not args.no_progress)
+                                    run_dir=args.run_dir, progress=not args.no_progress,
+                                    force=args.force)
             print(f"done: {folder}")
     except (ConfigError, DataError, ModelError, StageError) as exc:
         print(f"embedtune: error: {exc}", file=sys.stderr)

@@ -117,7 +117,7 @@ class TrainConfig:
     gist_guide: str | None = None  # guide model for gist; None uses the base model
     triplet_margin: float = 0.3  # TripletLoss margin (cosine distance)
     mini_batch_size: int = 16  # CachedMNRL / CachedGIST mini-batch
-    dev_docs: int = 1000  # dev corpus: judged docs of dev queries + this many others (seeded)
+    dev_docs: int = 1500  # dev corpus size: judged docs + BM25 top-20 of dev queries + random others
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best checkpoint is kept
 
 
@@ -143,13 +143,17 @@ DEFAULT_METRICS = (
 @dataclass(frozen=True)
 class EvaluateConfig:
     metrics: tuple[str, ...] = DEFAULT_METRICS  # ranx metric names; hit_rate@10 is success@10
-    systems: tuple[str, ...] = ("bm25", "generic", "hybrid_generic")
+    systems: tuple[str, ...] = ("bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned")
     stat_test: Literal["student", "fisher"] = "student"  # ranx paired test: t-test or randomization
     max_p: float = 0.05  # significance level for markers
     comparisons: tuple[str, ...] = (
         "generic_vs_bm25",
         "hybrid_generic_vs_generic",
         "hybrid_generic_vs_bm25",
+        "finetuned_vs_generic",
+        "hybrid_finetuned_vs_finetuned",
+        "hybrid_finetuned_vs_bm25",
+        "hybrid_finetuned_vs_hybrid_generic",
     )
 
 

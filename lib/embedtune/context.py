@@ -40,6 +40,37 @@ class RunContext:
         """The dataset and its train/dev/test splits (loaded once per kernel)."""
         return load_experiment_data(self.cfg.data, self.cfg.seed)
 
+    @functools.cached_property
+    def base_model(self):
+        """The generic (base) model, loaded once per kernel."""
+        from embedtune.models import load_model
+
+        m = self.cfg.model
+        return load_model(m.name, m.device, m.max_seq_length)
+
+    @functools.cached_property
+    def generic_index(self):
+        """Base-model embeddings of the corpus (from the embedding cache when present)."""
+        from embedtune.retrieval import DenseIndex
+
+        return DenseIndex.build(self.base_model, self.data[0].corpus, self.cfg.model,
+                                backend=self.cfg.retrieval.dense_backend)
+
+    @functools.cached_property
+    def bm25(self):
+        from embedtune.retrieval import BM25Retriever
+
+        return BM25Retriever(self.data[0].corpus, self.cfg.retrieval.bm25)
+
+    def embed_queries(self, model, texts: list[str]):
+        """Normalised query embeddings of ``model``, through the embedding cache."""
+        from embedtune.models import model_fingerprint
+        from embedtune.retrieval import cached_encode, texts_fingerprint
+
+        emb, _ = cached_encode(model, model_fingerprint(model), texts_fingerprint(texts), texts,
+                               "query", self.cfg.model)
+        return emb
+
     @property
     def manifest_path(self) -> Path:
         return self.run_dir / "manifest.json"

@@ -103,7 +103,7 @@ class DenseIndex:
         """Encode the queries with ``model`` (cached too) and return a run over this index."""
         qids = list(queries)
         texts = [queries[q] for q in qids]
-        q_emb, _ = cached_encode(model, self.model_fingerprint, _texts_fingerprint(texts), texts,
+        q_emb, _ = cached_encode(model, self.model_fingerprint, texts_fingerprint(texts), texts,
                                  "query", cfg, cache=cache)
         idx, scores = self.search_embeddings(q_emb, top_k)
         return {
@@ -112,7 +112,7 @@ class DenseIndex:
         }
 
 
-def _texts_fingerprint(texts: list[str]) -> str:
+def texts_fingerprint(texts: list[str]) -> str:
     digest = hashlib.sha256()
     for t in texts:
         digest.update(t.encode())

@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -16,7 +18,7 @@ from typing import Iterable
 from embedtune import paths
 from embedtune.config import ConfigError, load_config, save_config
 from embedtune.context import environment, git_state, now, resolve_run_dir
-from embedtune.io import atomic_path, atomic_write_json
+from embedtune.io import atomic_path, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,17 @@ STAGES = {
     "monitor": "06_monitor",
 }
 NOTEBOOK_PARAMETERS = {"params_file", "overrides", "run_dir"}
+# The config sections each stage reads, on top of what the stage before it read: a stage's
+# cache key chains these with its notebook, the dataset files and the embedtune version.
+STAGE_SECTIONS = {
+    "decide": ("experiment", "seed", "data", "model", "retrieval"),
+    "pairs": ("pairs",),
+    "negatives": ("negatives",),
+    "train": ("train",),
+    "evaluate": ("evaluate", "ood"),
+    "report": (),
+    "monitor": (),
+}
 KERNEL_NAME = "embedtune"
 
 
@@ -55,6 +68,50 @@ def select_stages(stages: Iterable[str] | None) -> list[str]:
             raise ConfigError(f"stage {stage!r} has no notebook yet "
                               f"(notebooks/{STAGES[stage]}.ipynb); available: {', '.join(have)}")
     return [s for s in STAGES if s in chosen]
+
+
+def _dataset_fingerprint(name: str) -> str:
+    from embedtune.data import DataError, resolve_dataset
+
+    try:
+        folder = resolve_dataset(name, download=False)
+    except DataError:
+        return name  # not local yet: the stage will download it, and the key says so
+    files = [folder / "corpus.jsonl", folder / "queries.jsonl", *sorted((folder / "qrels").glob("*.tsv"))]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def stage_keys(cfg) -> dict[str, str]:
+    """Cache key of every stage: its config sections and those of the stages before it, the
+    dataset's files, the stage notebook and the embedtune version."""
+    from embedtune import __version__
+
+    plain = cfg.to_dict()
+    chain = hashlib.sha256(f"{__version__}|{_dataset_fingerprint(cfg.data.dataset)}".encode())
+    keys = {}
+    for stage, sections in STAGE_SECTIONS.items():
+        chain.update(json.dumps({k: plain.get(k) for k in sections}, sort_keys=True).encode())
+        notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
+        if notebook.is_file():
+            chain.update(sha256_file(notebook).encode())
+        keys[stage] = chain.copy().hexdigest()
+    return keys
+
+
+def _marker(folder: Path, stage: str) -> Path:
+    return folder / ".stages" / f"{stage}.json"
+
+
+def is_fresh(folder: Path, stage: str, key: str) -> bool:
+    """True when the stage finished before with the same key and its notebook is there."""
+    marker = _marker(folder, stage)
+    if not marker.is_file() or not (folder / f"{STAGES[stage]}.ipynb").is_file():
+        return False
+    return json.loads(marker.read_text()).get("key") == key
 
 
 def kernel_name() -> str:
@@ -87,15 +144,18 @@ def to_html(notebook: Path, target: Path, hide_code: bool = False) -> None:
 
 def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
                    overrides: dict | None = None, run_dir: str | Path | None = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, force: bool = False) -> Path:
     """Execute the selected stage notebooks for one experiment.
 
     Args:
         params_file: the experiment's YAML.
         stages: stage names (default: every stage that has a notebook), run in DESIGN order.
+            Stages named here always run; otherwise a stage whose cache key (config sections,
+            data, notebook) matches its last successful run is skipped.
         overrides: dotted keys applied on top of the params file, validated before anything runs.
         run_dir: where outputs go (default ``results/<experiment>``).
         progress: show papermill's per-cell progress bar in the terminal.
+        force: run every selected stage, fresh or not.
 
     Returns:
         The run folder.
@@ -114,11 +174,7 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
     save_config(cfg, resolved)
 
     manifest_path = folder / "manifest.json"
-    manifest = {}
-    if manifest_path.is_file():
-        import json
-
-        manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest.update(experiment=cfg.experiment, params_file=str(params_file), git=git_state(),
                     started=now(), **environment())
     manifest.setdefault("stages", {})
@@ -127,8 +183,15 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
     # Library progress bars stay out of executed notebooks and reports; papermill shows progress.
     os.environ["EMBEDTUNE_NO_PROGRESS"] = "1"
     kernel = kernel_name()
+    keys = stage_keys(cfg)
+    explicit = set(stages or ())
     for stage in selected:
         notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
+        if not force and stage not in explicit and is_fresh(folder, stage, keys[stage]):
+            log.info("stage %s: up to date (same params, data and notebook); skipped", stage)
+            _record_stage(manifest_path, stage, 0.0, "cached")
+            continue
+        _marker(folder, stage).unlink(missing_ok=True)
         check_notebook_parameters(notebook)
         out = folder / notebook.name
         log.info("stage %s: %s -> %s", stage, notebook.name, out)
@@ -151,14 +214,13 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, out)
+        atomic_write_json(_marker(folder, stage), {"key": keys[stage], "finished": now()})
         to_html(out, out.with_suffix(".html"), hide_code=(stage == "report"))
         _record_stage(manifest_path, stage, time.perf_counter() - start, "ok")
     return folder
 
 
 def _record_stage(manifest_path: Path, stage: str, seconds: float, status: str) -> None:
-    import json
-
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "status": status,
                                                 "finished": now()}

@@ -1,0 +1,80 @@
+"""Stage 02_negatives: hard negatives for every training pair, without false negatives.
+
+Leaves ``negatives/`` in the run folder: ``train.jsonl`` (pairs with ``negative_ids``),
+``stats.json`` and ``miner_report.txt`` (what sentence-transformers' miner printed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from embedtune.context import RunContext
+from embedtune.io import atomic_path
+from embedtune.negatives import MiningStats, judged_positives, mine
+from embedtune.stages import pairs as pairs_stage
+from embedtune.train import write_rows
+
+
+@dataclass
+class NegativesResult:
+    rows: list[dict]
+    stats: MiningStats
+
+    def table(self) -> pd.DataFrame:
+        s = self.stats.summary()
+        keys = ["candidates", "removed_judged_positive", "removed_margin", "kept"]
+        return pd.DataFrame({k: s[k] for k in keys}).astype("Int64")  # <NA>: masked inside the miner
+
+    def plot_scores(self, ax=None):
+        """Base-model cosine of positives vs the chosen negatives."""
+        ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+        bins = np.linspace(-0.2, 1.0, 49)
+        ax.hist(self.stats.positive_scores, bins=bins, alpha=0.6, label="positives")
+        ax.hist(self.stats.negative_scores, bins=bins, alpha=0.6, label="hard negatives")
+        ax.set_xlabel("cosine to the query (base model)")
+        ax.set_ylabel("count")
+        ax.legend()
+        ax.set_title("Positives vs mined hard negatives")
+        return ax
+
+    def examples(self, n: int = 3) -> pd.DataFrame:
+        rows = [r for r in self.rows if r["negative_ids"]][:n]
+        return pd.DataFrame([{"query": r["anchor"], "positive": r["positive"][:120] + "...",
+                              "hard negative": r["negatives"][0][:120] + "..."} for r in rows])
+
+
+def run(ctx: RunContext) -> NegativesResult:
+    cfg = ctx.cfg
+    ds, _ = ctx.data
+    pairs, _ = pairs_stage.load(ctx)
+    judged = judged_positives(ds, min_score=1)  # any grade above 0 is never a negative
+    index = ctx.generic_index
+    qids = sorted({p["query_id"] for p in pairs})
+    q_emb = ctx.embed_queries(ctx.base_model, [ds.queries[q] for q in qids])
+    rows, stats = mine(
+        ds, pairs, judged, cfg.negatives, ctx.base_model,
+        teacher=index.embeddings, doc_index={d: i for i, d in enumerate(index.doc_ids)},
+        query_emb=dict(zip(qids, q_emb)),
+        bm25=ctx.bm25 if "bm25" in cfg.negatives.sources else None,
+        precision=cfg.model.precision,
+    )
+    with atomic_path(ctx.run_dir / "negatives") as folder:
+        folder.mkdir()
+        write_rows(folder / "train.jsonl", rows)
+        (folder / "stats.json").write_text(json.dumps(stats.summary(), indent=1))
+        (folder / "miner_report.txt").write_text(stats.st_report)
+    return NegativesResult(rows, stats)
+
+
+def load(ctx: RunContext) -> list[dict]:
+    from embedtune.train import read_rows
+
+    path = ctx.run_dir / "negatives" / "train.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no negatives yet; run the negatives stage first")
+    return read_rows(path)

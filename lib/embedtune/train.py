@@ -1,0 +1,206 @@
+"""Fine-tuning with sentence-transformers' Trainer: loss factory, datasets, dev evaluation.
+
+Losses by name: ``mnrl`` (MultipleNegativesRankingLoss, the default, with the no-duplicates
+batch sampler), ``cached_mnrl``, ``triplet``, ``cosent`` (scored pairs from graded qrels and
+negatives), ``gist`` (InfoNCE with a guide model that filters in-batch false negatives), any
+of them wrapped in ``MatryoshkaLoss`` when ``matryoshka_dims`` is set.
+
+Example:
+    >>> loss = build_loss("mnrl", model, TrainConfig())
+    >>> result = fine_tune(model, rows, dev, TrainConfig(), out_dir, seed=42)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedtune.config import TrainConfig
+from embedtune.io import atomic_path, atomic_write_json
+from embedtune.models import resolve_precision
+
+log = logging.getLogger(__name__)
+
+IN_BATCH_LOSSES = {"mnrl", "cached_mnrl", "gist"}  # need the no-duplicates sampler
+
+
+class TrainError(ValueError):
+    """Training data or settings that cannot work; the message says what to change."""
+
+
+def build_loss(name: str, model, cfg: TrainConfig, guide=None):
+    """The sentence-transformers loss for ``name`` (see module docstring)."""
+    from sentence_transformers.sentence_transformer import losses
+
+    if name == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model)
+    elif name == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    elif name == "triplet":
+        loss = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE,
+                                  triplet_margin=cfg.triplet_margin)
+    elif name == "cosent":
+        loss = losses.CoSENTLoss(model)
+    elif name == "gist":
+        if guide is None:
+            raise TrainError("the gist loss needs a guide model")
+        loss = losses.GISTEmbedLoss(model, guide)
+    else:
+        raise TrainError(f"unknown loss {name!r}; choose one of mnrl, cached_mnrl, triplet, cosent, gist")
+    if cfg.matryoshka_dims:
+        full = model.get_embedding_dimension()
+        too_big = [d for d in cfg.matryoshka_dims if d > full]
+        if too_big:
+            raise TrainError(f"matryoshka_dims {too_big} exceed the model's dimension {full}")
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(cfg.matryoshka_dims))
+    return loss
+
+
+def training_dataset(rows: list[dict], loss: str, corpus_texts: list[str], judged: dict[str, set[str]],
+                     doc_ids: list[str], seed: int):
+    """Columns in the order each loss expects.
+
+    - in-batch losses: (anchor, positive[, negative]); a pair that found no hard negative gets a
+      random document that is not judged relevant for its query (seeded), so no pair is lost.
+    - ``triplet``: (anchor, positive, negative), likewise.
+    - ``cosent``: (sentence1, sentence2, score): positives scored by grade (grade / max grade),
+      hard negatives scored 0.
+    """
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+
+    def random_negative(qid: str) -> str:
+        while True:
+            i = rng.randrange(len(doc_ids))
+            if doc_ids[i] not in judged.get(qid, ()):
+                return corpus_texts[i]
+
+    if not rows:
+        raise TrainError("no training pairs")
+    if loss == "cosent":
+        top = max(r["score"] for r in rows)
+        data = {"sentence1": [], "sentence2": [], "score": []}
+        for r in rows:
+            data["sentence1"].append(r["anchor"])
+            data["sentence2"].append(r["positive"])
+            data["score"].append(r["score"] / top)
+            for neg in r.get("negatives") or [random_negative(r["query_id"])]:
+                data["sentence1"].append(r["anchor"])
+                data["sentence2"].append(neg)
+                data["score"].append(0.0)
+        return Dataset.from_dict(data)
+    with_negatives = loss == "triplet" or any(r.get("negatives") for r in rows)
+    n_neg = max((len(r.get("negatives") or []) for r in rows), default=0) if with_negatives else 0
+    n_neg = max(n_neg, 1) if with_negatives else 0
+    data = {"anchor": [r["anchor"] for r in rows], "positive": [r["positive"] for r in rows]}
+    for k in range(n_neg):
+        column = []
+        for r in rows:
+            negs = r.get("negatives") or []
+            column.append(negs[k] if k < len(negs) else random_negative(r["query_id"]))
+        data["negative" if n_neg == 1 else f"negative_{k + 1}"] = column
+    return Dataset.from_dict(data)
+
+
+def dev_evaluator(queries: dict[str, str], qrels: dict[str, dict[str, int]], corpus: dict[str, str],
+                  batch_size: int, name: str = "dev"):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(
+        queries=queries, corpus=corpus,
+        relevant_docs={q: {d for d, s in docs.items() if s > 0} for q, docs in qrels.items()},
+        name=name, ndcg_at_k=[10], mrr_at_k=[10], accuracy_at_k=[10], precision_recall_at_k=[10],
+        map_at_k=[100], batch_size=batch_size, show_progress_bar=False, write_csv=False,
+    )
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    seconds: float
+    steps: int
+    log_history: list[dict]
+    dev_before: dict[str, float]
+    best_metric: float | None
+    best_checkpoint: str | None
+    precision: str
+
+
+def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed: int,
+              guide=None, progress: bool = False) -> TrainResult:
+    """Train ``model`` in place and save the best checkpoint (by dev nDCG@10) to ``out_dir``.
+
+    ``out_dir`` appears only when training finished: checkpoints go to a temporary folder.
+    """
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers, SentenceTransformerTrainingArguments)
+
+    if cfg.max_seq_length is not None:
+        model.max_seq_length = cfg.max_seq_length
+    device = str(model.device)
+    precision = resolve_precision(cfg.precision, device)
+    loss = build_loss(cfg.loss, model, cfg, guide=guide)
+    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    eval_steps = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+    dev_before = evaluator(model) if evaluator is not None else {}  # step 0 of the dev curve
+    metric = f"eval_{evaluator.primary_metric}" if evaluator is not None else None
+    work = out_dir.parent / f".{out_dir.name}.checkpoints"
+    shutil.rmtree(work, ignore_errors=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is read as a ratio of all steps
+        weight_decay=cfg.weight_decay,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if cfg.loss in IN_BATCH_LOSSES else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if evaluator is not None else "no",
+        save_steps=eval_steps,
+        save_total_limit=1,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=metric,
+        logging_steps=max(1, total_steps // 25),
+        seed=seed,
+        data_seed=seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds, loss=loss,
+                                         evaluator=evaluator)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    history = list(trainer.state.log_history)
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        atomic_write_json(tmp / "training_log.json", {"log_history": history, "dev_before": dev_before})
+    shutil.rmtree(work, ignore_errors=True)
+    return TrainResult(out_dir, seconds, trainer.state.global_step, history, dev_before,
+                       trainer.state.best_metric, trainer.state.best_model_checkpoint, precision)
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,114 @@
+"""Runs every stage notebook through papermill on the smoke slice of scifact, and checks outputs."""
+
+import json
+
+import pytest
+
+from embedtune.config import ConfigError
+from embedtune.runner import StageError, run_experiment
+from tests.conftest import ROOT
+
+SMOKE = ROOT / "params" / "smoke.yaml"
+SYSTEMS = {"bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from tests.conftest import shared_datasets
+
+    if shared_datasets() is None:
+        pytest.skip("scifact not found: set EMBEDTUNE_DATA_DIR (CI points it at ../shared/datasets)")
+    run_dir = tmp_path_factory.mktemp("smoke")
+    return run_experiment(SMOKE, run_dir=run_dir, progress=False)
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_metrics_json_follows_the_contract(smoke_run):
+    doc = json.loads((smoke_run / "metrics.json").read_text())
+    assert list(doc)[:7] == ["experiment", "dataset", "base_model", "systems", "significance",
+                             "ood", "cost"]
+    assert doc["experiment"] == "smoke"
+    assert {"name", "eval_split", "n_queries", "n_docs", "fingerprint"} <= set(doc["dataset"])
+    assert doc["dataset"]["n_queries"] == 20 and doc["dataset"]["sliced"] is True
+    assert doc["dataset"]["fingerprint"].startswith("sha256:")
+    assert set(doc["systems"]) == SYSTEMS
+    for system, values in doc["systems"].items():
+        assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100"} <= set(values)
+        assert all(0.0 <= v <= 1.0 for v in values.values()), system
+    assert doc["systems"]["generic"]["ndcg@10"] > 0.3  # the model works on the slice
+    for name in ("finetuned_vs_generic", "hybrid_finetuned_vs_finetuned", "hybrid_finetuned_vs_bm25"):
+        assert 0.0 <= doc["significance"][name]["ndcg@10"]["p_value"] <= 1.0
+    assert 0.0 <= doc["hybrid"]["hybrid_generic"]["bm25_weight"] <= 1.0
+    assert doc["cost"]["device"] == "cpu" and doc["cost"]["train_seconds"] > 0
+
+
+def test_every_stage_left_its_outputs(smoke_run):
+    for name in ("params.yaml", "manifest.json", "per_query.csv", "runs/finetuned.trec",
+                 "pairs/train.jsonl", "pairs/dev_qrels.json", "pairs/leakage.json",
+                 "negatives/train.jsonl", "negatives/stats.json",
+                 "model/modules.json", "model/README.md", "model/training_log.json",
+                 "model/version.json", "model/params.yaml"):
+        assert (smoke_run / name).is_file(), name
+    for stem in ("01_pairs", "02_negatives", "03_train", "04_evaluate"):
+        assert (smoke_run / f"{stem}.ipynb").is_file() and (smoke_run / f"{stem}.html").is_file()
+    manifest = _manifest(smoke_run)
+    assert {s: v["status"] for s, v in manifest["stages"].items()} == {
+        "pairs": "ok", "negatives": "ok", "train": "ok", "evaluate": "ok"}
+    assert manifest["model"]["fingerprint"].startswith("sha256:")
+    assert manifest["model"]["finetuned_fingerprint"] != manifest["model"]["fingerprint"]
+    assert "commit" in manifest["git"] and "torch" in manifest["packages"]
+    notebook = json.loads((smoke_run / "04_evaluate.ipynb").read_text())
+    injected = [c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and str(smoke_run) in "".join(injected[0]["source"])
+    assert not list(smoke_run.glob(".*running*")) and not list(smoke_run.glob(".*.tmp"))
+    pairs = [json.loads(line) for line in (smoke_run / "pairs" / "train.jsonl").open()]
+    rows = [json.loads(line) for line in (smoke_run / "negatives" / "train.jsonl").open()]
+    assert len(rows) == len(pairs) and sum(bool(r["negative_ids"]) for r in rows) > 0
+
+
+def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
+    run_experiment(SMOKE, run_dir=smoke_run, progress=False)
+    assert {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()} == {
+        "pairs": "cached", "negatives": "cached", "train": "cached", "evaluate": "cached"}
+    run_experiment(SMOKE, stages=["evaluate"], run_dir=smoke_run, progress=False)
+    timings = _manifest(smoke_run)["evaluate"]["timings"]
+    assert timings["corpus_encoded_now"] is False and timings["finetuned_corpus_encoded_now"] is False
+    assert _manifest(smoke_run)["stages"]["evaluate"]["status"] == "ok"
+
+
+def test_changed_train_params_rerun_train_and_evaluate_only(smoke_run):
+    run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.learning_rate": 3e-5})
+    status = {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()}
+    assert status == {"pairs": "cached", "negatives": "cached", "train": "ok", "evaluate": "ok"}
+
+
+def test_failed_stage_leaves_nothing_half_written_and_reruns_cleanly(smoke_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(smoke_run, folder)
+    shutil.rmtree(folder / "negatives")
+    with pytest.raises(StageError, match="manual curation file not found"):
+        run_experiment(SMOKE, run_dir=folder, progress=False,
+                       overrides={"negatives.manual": str(tmp_path / "missing.tsv")})
+    assert (folder / "02_negatives.failed.ipynb").is_file()
+    assert not (folder / "negatives").exists()
+    assert not (folder / ".stages" / "negatives.json").exists()
+    assert _manifest(folder)["stages"]["negatives"]["status"] == "failed"
+    run_experiment(SMOKE, stages=["negatives"], run_dir=folder, progress=False)
+    assert (folder / "negatives" / "train.jsonl").is_file()
+    assert not (folder / "02_negatives.failed.ipynb").exists()
+
+
+def test_bad_override_fails_before_any_notebook_runs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key model.batchsize"):
+        run_experiment(SMOKE, overrides={"model.batchsize": 3}, run_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown stage 'evaluat'"):
+        run_experiment(SMOKE, stages=["evaluat"], run_dir=tmp_path)
