@@ -127,8 +127,12 @@ def _dense_candidates(pairs: list[Pair], judged: dict[str, set[str]], ds: BeirDa
             rows["positive"].append(doc_text(ds.corpus[did]))
     text_to_id = {doc_text(doc): did for did, doc in ds.corpus.items()}
     corpus_texts = list(dict.fromkeys(doc_text(ds.corpus[d]) for d in sorted(ds.corpus)))
+    from embedtune.retrieval import show_progress
+
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), autocast(str(model.device), precision):
+    # the miner's own progress bars go to stderr; keep them out of executed notebooks
+    quiet = contextlib.nullcontext() if show_progress() else contextlib.redirect_stderr(io.StringIO())
+    with contextlib.redirect_stdout(printed), quiet, autocast(str(model.device), precision):
         mined = mine_hard_negatives(
             Dataset.from_dict(rows), model, corpus=corpus_texts,
             range_min=cfg.range_min, range_max=cfg.range_max,

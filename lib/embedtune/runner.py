@@ -221,7 +221,12 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
 
 
 def _record_stage(manifest_path: Path, stage: str, seconds: float, status: str) -> None:
+    """Note a stage's outcome. A skipped ("cached") stage keeps the timing of the run that made
+    its outputs, so manifest.json always says what the outputs cost."""
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "status": status,
-                                                "finished": now()}
+    stages = manifest.setdefault("stages", {})
+    if status == "cached" and stage in stages:
+        stages[stage]["status"] = "cached"
+    else:
+        stages[stage] = {"seconds": round(seconds, 2), "status": status, "finished": now()}
     atomic_write_json(manifest_path, manifest)

@@ -73,6 +73,7 @@ def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
     run_experiment(SMOKE, run_dir=smoke_run, progress=False)
     assert {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()} == {
         "pairs": "cached", "negatives": "cached", "train": "cached", "evaluate": "cached"}
+    assert all(v["seconds"] > 0 for v in _manifest(smoke_run)["stages"].values())  # what the outputs cost
     run_experiment(SMOKE, stages=["evaluate"], run_dir=smoke_run, progress=False)
     timings = _manifest(smoke_run)["evaluate"]["timings"]
     assert timings["corpus_encoded_now"] is False and timings["finetuned_corpus_encoded_now"] is False
