@@ -7,9 +7,12 @@ Sources:
 - ``bm25``: ``bm25s`` top-k.
 
 False-negative guard, for both: a rank window (``range_min`` .. ``range_max``), a relative margin
-below the positive's score under the base model (NV-Retriever's TopK-PercPos: keep a negative only
-if its score < (1 - margin) x the positive's), and the exclusion of every judged positive of the
-query in any split, not only the paired one. A manual curation TSV (query-id, doc-id,
+below the positives' scores under the base model (NV-Retriever's TopK-PercPos: keep a candidate
+only if its score < positive - margin x |positive|, where, as in sentence-transformers' miner,
+"positive" is the lowest-scoring judged positive of the query), and the exclusion of every
+judged positive of the query in any split, not only the paired one. On datasets with many loosely
+related positives per query (nfcorpus) the lowest positive scores low, and the margin leaves few
+hard negatives: the statistics show how many. A manual curation TSV (query-id, doc-id,
 include|exclude) is honoured last.
 
 Example:
@@ -200,7 +203,8 @@ def mine(ds: BeirDataset, pairs: list[Pair], judged: dict[str, set[str]], cfg: N
             window = docs[cfg.range_min:cfg.range_max]
             cand += len(window)
             q = query_emb[qid]
-            pos_score = float(teacher[doc_index[pos]] @ q)
+            pos_score = min(float(teacher[doc_index[d]] @ q) for d in judged.get(qid, {pos}) | {pos}
+                            if d in doc_index)
             kept = []
             for d in window:
                 score = float(teacher[doc_index[d]] @ q)

@@ -50,16 +50,27 @@ def test_bm25_negatives_never_include_a_judged_positive(engine_beir):
     assert stats.removed_judged["bm25"] == 2  # p1 and p2 were retrieved and dropped
 
 
-def test_margin_drops_candidates_scoring_near_the_positive(engine_beir):
+def test_margin_is_relative_to_the_lowest_judged_positive(engine_beir):
     ds = engine_beir
-    pairs = gold_pairs(ds, ds.qrels["train"])
-    teacher, index, q_emb = _teacher(ds)
-    pos = float(teacher[index["p1"]] @ q_emb["q1"])
+    ids = sorted(ds.corpus)
+
+    def unit(cos, axis):  # a unit vector at cosine `cos` to the query (axis 0)
+        v = np.zeros(4)
+        v[0], v[axis] = cos, np.sqrt(1 - cos**2)
+        return v
+
+    vectors = {"p1": unit(1.0, 1), "p2": unit(0.6, 1), "n1": unit(0.59, 2), "n2": unit(0.3, 3),
+               "n3": unit(0.0, 3)}
+    teacher = np.array([vectors[d] for d in ids])
+    index = {d: i for i, d in enumerate(ids)}
+    q_emb = {"q1": unit(1.0, 1)}
     cfg = NegativesConfig(sources=("bm25",), per_pair=10, range_max=10, relative_margin=0.05)
-    rows, stats = mine(ds, pairs, judged_positives(ds), cfg, None, teacher, index, q_emb,
-                       bm25=BM25Retriever(ds.corpus, BM25Config()))
-    for did in rows[0]["negative_ids"]:
-        assert float(teacher[index[did]] @ q_emb["q1"]) <= pos - 0.05 * abs(pos)
+    rows, stats = mine(ds, gold_pairs(ds, ds.qrels["train"]), judged_positives(ds), cfg, None,
+                       teacher, index, q_emb, bm25=BM25Retriever(ds.corpus, BM25Config()))
+    # lowest positive p2 scores 0.6: the bar is 0.6 - 0.05 * 0.6 = 0.57. n1 (0.59) is too close,
+    # n2 (0.3) is kept; n3 shares no term with the query, so BM25 never offers it.
+    assert rows[0]["negative_ids"] == ["n2"]
+    assert stats.removed_margin["bm25"] == 1 and stats.candidates["bm25"] == 2
 
 
 def test_manual_curation(engine_beir, tmp_path):
