@@ -26,6 +26,23 @@ OPEN = ("from IPython.display import display\n"
         "summary")
 
 NOTEBOOKS = {
+    "00_decide": [
+        ("md", "# 00 · Decide: does fine-tuning pay off here?\n\n"
+               "Measures each input of the brief's decision flowchart (special vocabulary, labelled "
+               "pairs, generic recall@10 on **dev** queries, what hybrid alone reaches) and walks it. "
+               "Test queries are never looked at. Writes `decision.json`."),
+        ("params", PARAMETERS),
+        ("code", OPEN.format(imports="from embedtune.stages import decide")),
+        ("code", "result = decide.run(ctx)\n"
+                 "print('Verdict:', result.decision.verdict)\n"
+                 "for reason in result.decision.reasons:\n"
+                 "    print('-', reason)"),
+        ("code", "result.plot();"),
+        ("md", "The measurements behind it:"),
+        ("code", "import pandas as pd\n"
+                 "pd.DataFrame(result.document['dev_scores']).T.round(4)"),
+        ("code", "{k: v for k, v in result.vocabulary.items()}"),
+    ],
     "01_pairs": [
         ("md", "# 01 · Pairs: gold training pairs and held-out hygiene\n\n"
                "(query, relevant document) pairs from the train qrels. The dev queries choose "

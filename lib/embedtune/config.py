@@ -87,6 +87,15 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class DecideConfig:
+    rare_token_share: float = 0.10  # share of corpus word tokens rare in general English: "special"
+    rare_zipf: float = 3.0  # a word below this Zipf frequency (wordfreq) counts as rare
+    min_pairs: int = 1000  # the brief's "at least 1K labelled pairs"
+    recall_bar: float = 0.70  # the brief's "generic recall under 70 %"
+    skip_recall: float = 0.90  # "generic recall already 90 %": skip
+
+
+@dataclass(frozen=True)
 class PairsConfig:
     min_score: int = 1  # qrels score that makes a (query, doc) a training pair
     leakage_cosine: float | None = 0.95  # train/dev queries this close to a test query are dropped
@@ -163,6 +172,7 @@ class ExperimentConfig:
     data: DataConfig
     seed: int = 42
     model: ModelConfig = field(default_factory=ModelConfig)
+    decide: DecideConfig = field(default_factory=DecideConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

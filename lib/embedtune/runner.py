@@ -33,16 +33,26 @@ STAGES = {
     "monitor": "06_monitor",
 }
 NOTEBOOK_PARAMETERS = {"params_file", "overrides", "run_dir"}
-# The config sections each stage reads, on top of what the stage before it read: a stage's
-# cache key chains these with its notebook, the dataset files and the embedtune version.
+# Each stage's cache key hashes the sections every stage reads, its own sections, its notebook,
+# the dataset's files, the embedtune version, and the keys of the stages whose outputs it reads.
+BASE_SECTIONS = ("experiment", "seed", "data", "model", "retrieval")
 STAGE_SECTIONS = {
-    "decide": ("experiment", "seed", "data", "model", "retrieval"),
+    "decide": ("decide", "pairs"),
     "pairs": ("pairs",),
     "negatives": ("negatives",),
     "train": ("train",),
     "evaluate": ("evaluate", "ood"),
     "report": (),
     "monitor": (),
+}
+STAGE_INPUTS = {
+    "decide": (),
+    "pairs": (),
+    "negatives": ("pairs",),
+    "train": ("negatives",),
+    "evaluate": ("train",),
+    "report": ("decide", "evaluate"),
+    "monitor": ("evaluate",),
 }
 KERNEL_NAME = "embedtune"
 
@@ -86,19 +96,22 @@ def _dataset_fingerprint(name: str) -> str:
 
 
 def stage_keys(cfg) -> dict[str, str]:
-    """Cache key of every stage: its config sections and those of the stages before it, the
-    dataset's files, the stage notebook and the embedtune version."""
+    """Cache key of every stage (see STAGE_SECTIONS and STAGE_INPUTS)."""
     from embedtune import __version__
 
     plain = cfg.to_dict()
-    chain = hashlib.sha256(f"{__version__}|{_dataset_fingerprint(cfg.data.dataset)}".encode())
-    keys = {}
-    for stage, sections in STAGE_SECTIONS.items():
-        chain.update(json.dumps({k: plain.get(k) for k in sections}, sort_keys=True).encode())
+    base = json.dumps({k: plain.get(k) for k in BASE_SECTIONS}, sort_keys=True)
+    common = f"{__version__}|{_dataset_fingerprint(cfg.data.dataset)}|{base}"
+    keys: dict[str, str] = {}
+    for stage in STAGES:  # DESIGN order: every input stage comes first
+        digest = hashlib.sha256(common.encode())
+        digest.update(json.dumps({k: plain.get(k) for k in STAGE_SECTIONS[stage]}, sort_keys=True).encode())
         notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
         if notebook.is_file():
-            chain.update(sha256_file(notebook).encode())
-        keys[stage] = chain.copy().hexdigest()
+            digest.update(sha256_file(notebook).encode())
+        for upstream in STAGE_INPUTS[stage]:
+            digest.update(keys[upstream].encode())
+        keys[stage] = digest.hexdigest()
     return keys
 
 

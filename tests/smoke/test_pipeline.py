@@ -52,11 +52,14 @@ def test_every_stage_left_its_outputs(smoke_run):
                  "model/modules.json", "model/README.md", "model/training_log.json",
                  "model/version.json", "model/params.yaml"):
         assert (smoke_run / name).is_file(), name
-    for stem in ("01_pairs", "02_negatives", "03_train", "04_evaluate"):
+    for stem in ("00_decide", "01_pairs", "02_negatives", "03_train", "04_evaluate"):
         assert (smoke_run / f"{stem}.ipynb").is_file() and (smoke_run / f"{stem}.html").is_file()
     manifest = _manifest(smoke_run)
     assert {s: v["status"] for s, v in manifest["stages"].items()} == {
-        "pairs": "ok", "negatives": "ok", "train": "ok", "evaluate": "ok"}
+        "decide": "ok", "pairs": "ok", "negatives": "ok", "train": "ok", "evaluate": "ok"}
+    decision = json.loads((smoke_run / "decision.json").read_text())
+    assert decision["verdict"] in ("fine-tune", "skip", "hybrid") and decision["reasons"]
+    assert decision["path"][-1] == decision["verdict"]
     assert manifest["model"]["fingerprint"].startswith("sha256:")
     assert manifest["model"]["finetuned_fingerprint"] != manifest["model"]["fingerprint"]
     assert "commit" in manifest["git"] and "torch" in manifest["packages"]
@@ -72,7 +75,7 @@ def test_every_stage_left_its_outputs(smoke_run):
 def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
     run_experiment(SMOKE, run_dir=smoke_run, progress=False)
     assert {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()} == {
-        "pairs": "cached", "negatives": "cached", "train": "cached", "evaluate": "cached"}
+        "decide": "cached", "pairs": "cached", "negatives": "cached", "train": "cached", "evaluate": "cached"}
     assert all(v["seconds"] > 0 for v in _manifest(smoke_run)["stages"].values())  # what the outputs cost
     run_experiment(SMOKE, stages=["evaluate"], run_dir=smoke_run, progress=False)
     timings = _manifest(smoke_run)["evaluate"]["timings"]
@@ -83,7 +86,7 @@ def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
 def test_changed_train_params_rerun_train_and_evaluate_only(smoke_run):
     run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.learning_rate": 3e-5})
     status = {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()}
-    assert status == {"pairs": "cached", "negatives": "cached", "train": "ok", "evaluate": "ok"}
+    assert status == {"decide": "cached", "pairs": "cached", "negatives": "cached", "train": "ok", "evaluate": "ok"}
 
 
 def test_failed_stage_leaves_nothing_half_written_and_reruns_cleanly(smoke_run, tmp_path):

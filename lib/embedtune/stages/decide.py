@@ -1,0 +1,127 @@
+"""Stage 00_decide: measure the decision's inputs and walk the brief's flowchart.
+
+Every measurement is on the corpus, the train pairs or the dev queries; never on test queries.
+Leaves ``decision.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch
+
+from embedtune.context import RunContext, now
+from embedtune.data import doc_text
+from embedtune.decide import Decision, Measurements, fragmentation, vocabulary_stats, walk
+from embedtune.evaluate import evaluate_runs
+from embedtune.fusion import fuse_runs
+from embedtune.io import atomic_write_json
+from embedtune.pairs import gold_pairs, leakage_guard
+
+# flowchart nodes: id -> (x, y, label)
+NODES = {
+    "generic_recall_high": (0.5, 0.92, "Generic recall@10\n>= 90 %?"),
+    "special_vocabulary": (0.5, 0.72, "Special\nvocabulary?"),
+    "labelled_pairs": (0.5, 0.50, ">= 1K labelled\npairs?"),
+    "generic_recall": (0.5, 0.28, "Generic recall@10\nunder 70 %?"),
+    "hybrid_closes_gap": (0.5, 0.08, "Hybrid alone\nreaches 70 %?"),
+    "skip": (0.88, 0.72, "Skip\nfine-tuning"),
+    "hybrid": (0.12, 0.50, "Use hybrid\nretrieval"),
+    "fine-tune": (0.88, 0.08, "Fine-tune"),
+}
+EDGES = [("generic_recall_high", "special_vocabulary", "no"), ("generic_recall_high", "skip", "yes"),
+         ("special_vocabulary", "labelled_pairs", "yes"), ("special_vocabulary", "skip", "no"),
+         ("labelled_pairs", "generic_recall", "yes"), ("labelled_pairs", "hybrid", "no"),
+         ("generic_recall", "hybrid_closes_gap", "yes"), ("generic_recall", "skip", "no"),
+         ("hybrid_closes_gap", "fine-tune", "no"), ("hybrid_closes_gap", "hybrid", "yes")]
+
+
+@dataclass
+class DecideResult:
+    decision: Decision
+    measurements: Measurements
+    vocabulary: dict
+    document: dict
+
+    def plot(self):
+        """The flowchart, with the path taken and the verdict highlighted."""
+        fig, ax = plt.subplots(figsize=(7.5, 6.5))
+        visited = set(self.decision.path)
+        pairs = set(zip(self.decision.path, self.decision.path[1:]))
+        for a, b, label in EDGES:
+            (x1, y1, _), (x2, y2, _) = NODES[a], NODES[b]
+            on = (a, b) in pairs
+            ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                        arrowprops=dict(arrowstyle="->", lw=2.5 if on else 1, color="C3" if on else "0.7"))
+            ax.text((x1 + x2) / 2, (y1 + y2) / 2, label, fontsize=8, color="C3" if on else "0.5",
+                    ha="center", va="center", backgroundcolor="white")
+        for node, (x, y, text) in NODES.items():
+            on = node in visited or node == self.decision.verdict
+            ax.add_patch(FancyBboxPatch((x - 0.11, y - 0.055), 0.22, 0.11, boxstyle="round,pad=0.01",
+                                        fc="#fde0dc" if on else "white", ec="C3" if on else "0.6",
+                                        lw=2 if on else 1))
+            ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axis("off")
+        ax.set_title(f"Verdict: {self.decision.verdict}")
+        return fig
+
+
+def run(ctx: RunContext) -> DecideResult:
+    cfg = ctx.cfg
+    ds, splits = ctx.data
+    texts = [doc_text(ds.corpus[d]) for d in sorted(ds.corpus)]
+    vocab = vocabulary_stats(texts, rare_zipf=cfg.decide.rare_zipf)
+    from wordfreq import top_n_list
+
+    tokenizer = ctx.base_model.tokenizer
+    vocab["pieces_per_word"] = fragmentation(tokenizer, texts)
+    vocab["pieces_per_word_general_english"] = fragmentation(tokenizer, [" ".join(top_n_list("en", 5000))])
+
+    test_q = {q: ds.queries[q] for q in splits.test}
+    used_q = {q: ds.queries[q] for q in list(splits.train) + list(splits.dev)}
+    embed = (lambda t: ctx.embed_queries(ctx.base_model, t)) if cfg.pairs.leakage_cosine else None
+    leakage = leakage_guard(used_q, test_q, embed=embed, threshold=cfg.pairs.leakage_cosine)
+    train = {q: d for q, d in splits.train.items() if q not in leakage.removed}
+    dev = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
+    gold = len(gold_pairs(ds, train, cfg.pairs.min_score))
+    pairs_by_source = {"gold": gold, "clicks": 0, "synthetic": 0}
+
+    dev_scores = {}
+    if dev:
+        dev_q = {q: ds.queries[q] for q in dev}
+        generic = ctx.generic_index.search(ctx.base_model, dev_q, cfg.model, cfg.retrieval.top_k)
+        bm25 = ctx.bm25.search(dev_q, cfg.retrieval.top_k)
+        # RRF, not the convex weight: a weight chosen on these dev queries would flatter hybrid here
+        hybrid = fuse_runs(bm25, generic, dataclasses.replace(cfg.retrieval.hybrid, method="rrf"))
+        dev_scores = evaluate_runs(dev, {"generic": generic, "hybrid": hybrid, "bm25": bm25},
+                                   ["recall@10", "hit_rate@10", "ndcg@10"]).mean
+    else:
+        raise ValueError("00_decide needs dev queries (never test): add a dev split or train qrels")
+    measurements = Measurements(
+        vocab_rare_token_share=vocab["rare_token_share"],
+        labelled_pairs=sum(pairs_by_source.values()),
+        generic_recall_at_10=dev_scores["generic"]["recall@10"],
+        hybrid_recall_at_10=dev_scores["hybrid"]["recall@10"],
+        generic_success_at_10=dev_scores["generic"]["hit_rate@10"],
+        pairs_by_source=pairs_by_source,
+    )
+    decision = walk(measurements, cfg.decide)
+    document = {
+        "experiment": cfg.experiment,
+        "verdict": decision.verdict,
+        "path": decision.path,
+        "reasons": decision.reasons,
+        "measurements": asdict(measurements),
+        "vocabulary": vocab,
+        "dev_queries": len(dev),
+        "dev_scores": dev_scores,
+        "leakage_removed": len(leakage.removed),
+        "thresholds": asdict(cfg.decide),
+        "created": now(),
+    }
+    atomic_write_json(ctx.run_dir / "decision.json", document)
+    return DecideResult(decision, measurements, vocab, document)
