@@ -30,8 +30,10 @@ def minilm():
     return load_model("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
 
 
-def test_dense_index_search_and_cache(tiny_beir, minilm, monkeypatch):
+def test_dense_index_search_and_cache(tiny_beir, minilm, monkeypatch, tmp_path):
     import embedtune.retrieval as retrieval
+
+    monkeypatch.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path / "cache"))  # empty: the first build encodes
 
     ds = load_beir(str(tiny_beir))
     cfg = ModelConfig(batch_size=8)
