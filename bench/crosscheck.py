@@ -4,7 +4,8 @@ Usage (after `embedtune run params/<name>.yaml --stages evaluate`, which fills t
     HF_HUB_OFFLINE=1 .venv/bin/python bench/crosscheck.py params/scifact.yaml
 
 Prints nDCG@10 of the generic model from each scorer, and how many retrieved documents share
-their query's id (BEIR's default drops those). MTEB re-encodes the corpus itself (minutes on CPU).
+their query's id (BEIR's default drops those). MTEB re-encodes the corpus itself (minutes on CPU),
+in fp32, so our side is run in fp32 too.
 """
 
 import json
@@ -20,7 +21,7 @@ from embedtune.retrieval import DenseIndex
 
 
 def main(params_file: str) -> None:
-    cfg = load_config(params_file)
+    cfg = load_config(params_file, {"model.precision": "fp32"})
     ds, splits = load_experiment_data(cfg.data, cfg.seed)
     model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
     index = DenseIndex.build(model, ds.corpus, cfg.model)
