@@ -50,7 +50,7 @@ class EvaluationResult:
         return pd.DataFrame(rows)
 
 
-def _hybrid(name: str, bm25_test: Run, dense_test: Run, bm25_dev: Run, dense_dev: Run,
+def _hybrid(bm25_test: Run, dense_test: Run, bm25_dev: Run, dense_dev: Run,
             dev_qrels: dict, cfg, top_k: int, metrics: list[str], test_qrels: dict) -> tuple[Run, dict]:
     """Fuse BM25 with one dense system; a convex weight is chosen on dev queries only."""
     hybrid_cfg = cfg.retrieval.hybrid
@@ -125,7 +125,7 @@ def run(ctx: RunContext) -> EvaluationResult:
         if dense in runs:
             name = f"hybrid_{dense}"
             runs[name], hybrid_info[name] = _hybrid(
-                name, runs["bm25"], runs[dense], dev_runs["bm25"], dev_runs[dense], dev_qrels,
+                runs["bm25"], runs[dense], dev_runs["bm25"], dev_runs[dense], dev_qrels,
                 cfg, top_k, metrics, splits.test)
 
     wanted = [s for s in cfg.evaluate.systems if s in runs]
