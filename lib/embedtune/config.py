@@ -100,6 +100,7 @@ class PairsConfig:
     min_score: int = 1  # qrels score that makes a (query, doc) a training pair
     leakage_cosine: float | None = 0.95  # train/dev queries this close to a test query are dropped
     max_train_pairs: int | None = None  # seeded subsample of the training pairs (learning curves)
+    max_pairs_per_query: int | None = None  # seeded cap per query: more queries, fewer near-copies
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,15 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    cpu_hour_price: float = 0.05  # USD per CPU-core hour, to price the run (set your own rate)
+    gpu_hour_price: float = 2.50  # USD per GPU hour
+    bootstrap_samples: int = 2000  # resamples of the test queries for confidence intervals
+    confidence: float = 0.95
+    latency_queries: int = 200  # queries timed one at a time per system for p50/p95 latency
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     experiment: str  # name of the run folder under results/
     data: DataConfig
@@ -179,6 +189,7 @@ class ExperimentConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ood: OODConfig = field(default_factory=OODConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     results_dir: str | None = None  # None: <project>/results
 
     def to_dict(self) -> dict[str, Any]:

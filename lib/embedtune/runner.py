@@ -42,8 +42,8 @@ STAGE_SECTIONS = {
     "negatives": ("negatives",),
     "train": ("train",),
     "evaluate": ("evaluate", "ood"),
-    "report": (),
-    "monitor": (),
+    "report": ("report",),
+    "monitor": ("monitor",),
 }
 STAGE_INPUTS = {
     "decide": (),

@@ -33,3 +33,14 @@ def test_gold_pairs_respect_min_score(tiny_beir):
     rows = gold_pairs(ds, ds.qrels["test"], min_score=2)
     assert [(r["query_id"], r["doc_id"]) for r in rows] == [("q2", "d4")]
     assert rows[0]["positive"].startswith("Jet engines A jet engine")
+
+
+def test_cap_per_query_is_seeded_and_keeps_small_queries_whole():
+    from embedtune.stages.pairs import cap_per_query
+
+    rows = [{"query_id": "a", "doc_id": str(i)} for i in range(10)] + [{"query_id": "b", "doc_id": "x"}]
+    kept = cap_per_query(rows, 3, seed=1)
+    assert [r["query_id"] for r in kept].count("a") == 3
+    assert {"query_id": "b", "doc_id": "x"} in kept
+    assert kept == cap_per_query(rows, 3, seed=1)
+    assert {r["doc_id"] for r in kept if r["query_id"] == "a"} <= {str(i) for i in range(10)}

@@ -45,6 +45,8 @@ def run(ctx: RunContext) -> PairsResult:
     dev_qrels = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
     rows = gold_pairs(ds, train_qrels, cfg.pairs.min_score)
     n_all = len(rows)
+    if cfg.pairs.max_pairs_per_query is not None:
+        rows = cap_per_query(rows, cfg.pairs.max_pairs_per_query, cfg.seed)
     if cfg.pairs.max_train_pairs is not None and len(rows) > cfg.pairs.max_train_pairs:
         rows = sorted(random.Random(cfg.seed).sample(rows, cfg.pairs.max_train_pairs),
                       key=lambda r: (r["query_id"], r["doc_id"]))
@@ -52,6 +54,7 @@ def run(ctx: RunContext) -> PairsResult:
         "train_queries": len({r["query_id"] for r in rows}),
         "train_pairs": len(rows),
         "train_pairs_before_subsample": n_all,
+        "max_pairs_per_query": cfg.pairs.max_pairs_per_query,
         "dev_queries": len(dev_qrels),
         "test_queries": len(splits.test),
         "removed_exact_duplicates": len(leakage.exact),
@@ -68,6 +71,18 @@ def run(ctx: RunContext) -> PairsResult:
             "exact": leakage.exact, "near": {k: list(v) for k, v in leakage.near.items()}}, indent=1))
         (folder / "stats.json").write_text(json.dumps(stats, indent=1))
     return PairsResult(rows, dev_qrels, leakage, stats)
+
+
+def cap_per_query(rows: list[dict], cap: int, seed: int) -> list[dict]:
+    """At most ``cap`` pairs per query, a seeded choice; queries keep their order."""
+    by_query: dict[str, list[dict]] = {}
+    for row in rows:
+        by_query.setdefault(row["query_id"], []).append(row)
+    rng = random.Random(seed)
+    kept = []
+    for query_rows in by_query.values():
+        kept += query_rows if len(query_rows) <= cap else rng.sample(query_rows, cap)
+    return kept
 
 
 def load(ctx: RunContext) -> tuple[list[dict], dict]:
