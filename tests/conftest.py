@@ -16,6 +16,7 @@ def _isolated_cache(tmp_path_factory):
     # module-scoped fixtures (and the kernels papermill starts) see it too
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        mp.setenv("EMBEDTUNE_REGISTRY", str(tmp_path_factory.getbasetemp() / "registry"))
         yield
 
 

@@ -4,6 +4,7 @@ Notebooks are thin drivers: a tagged parameters cell, then calls into the librar
 Usage: python tools/make_notebooks.py
 """
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -107,10 +108,84 @@ NOTEBOOKS = {
         ("code", "result.metrics['ood'] or 'no ood.datasets configured (or no fine-tuned model yet)'"),
         ("code", "result.metrics['cost']"),
     ],
+    "05_report": [
+        ("params", PARAMETERS),
+        ("code", "import warnings\n"
+                 "warnings.simplefilter('ignore')  # the stage notebooks keep every warning; the report is for reading\n"
+                 "from IPython.display import Markdown, display\n"
+                 "from embedtune.context import open_run\n"
+                 "from embedtune.stages import report\n\n"
+                 "ctx = open_run(params_file, overrides, run_dir or None)\n"
+                 "r = report.run(ctx)\n"
+                 "d, m = r.decision, r.metrics\n"
+                 "display(Markdown(\n"
+                 "    f\"# {ctx.cfg.experiment}: does fine-tuning pay off?\\n\\n\"\n"
+                 "    f\"**Decision before training** (00_decide, dev queries only): **{d.get('verdict', 'not run')}**. \"\n"
+                 "    + ' '.join(d.get('reasons', [])) + \"\\n\\n\"\n"
+                 "    f\"**What happened**: {r.headline_sentence()}\\n\\n\"\n"
+                 "    f\"Dataset `{m['dataset']['name']}`: {m['dataset']['n_docs']:,} documents; test queries: \"\n"
+                 "    f\"{m['dataset']['test_queries']}; dev queries: {m['dataset']['dev_queries']}. \"\n"
+                 "    f\"Base model `{m['base_model']}`\"\n"
+                 "    + (f\"; fine-tuned `{m['finetuned_model']['version']}` ({m['finetuned_model']['loss']}, \"\n"
+                 "       f\"{m['finetuned_model']['examples']:,} examples, {m['finetuned_model']['steps']} steps).\"\n"
+                 "       if 'finetuned_model' in m else '.')))"),
+        ("code", "r.show('headline');"),
+        ("md", "## Every system, every metric\n\n"
+               "Mean over the test queries with a 95 % bootstrap interval (queries resampled). "
+               "▲ / ▼: significantly better / worse than `generic` (paired test over the same "
+               "queries, p < 0.05)."),
+        ("code", "r.quality()"),
+        ("code", "r.show('intervals');"),
+        ("md", "Paired tests of the comparisons that matter (`delta` = first minus second system):"),
+        ("code", "r.significance().style.format({'delta': '{:+.4f}', 'p_value': '{:.3g}'}).hide(axis='index')"),
+        ("md", "## Recall at every depth"),
+        ("code", "r.show('recall_at_k');"),
+        ("md", "## Where fine-tuning wins and loses\n\n"
+               "nDCG@10 of the fine-tuned model minus the generic one, per test query."),
+        ("code", "r.show('win_loss');"),
+        ("md", "## Training\n\nTraining loss, and the dev queries (never test) that chose the checkpoint."),
+        ("code", "r.show('training');"),
+        ("md", "## Hard negatives\n\n"
+               "Candidates per source and what the false-negative guard removed; the cosine of "
+               "positives and kept negatives under the base model."),
+        ("code", "r.negatives_table()"),
+        ("code", "r.show('negatives');"),
+        ("md", "## Out of domain\n\nThe fine-tuned model on other datasets: a drop is forgetting."),
+        ("code", "r.ood_table()"),
+        ("code", "r.show('ood');"),
+        ("md", "## Cost against benefit\n\n"
+               "Wall time is that of the run that made the outputs (embedding-cache hits make re-runs "
+               "cheaper). Prices are the rates in `params` (`report.cpu_hour_price`, "
+               "`report.gpu_hour_price`). Latency: test queries answered one at a time on this machine."),
+        ("code", "r.cost_summary()"),
+        ("code", "r.show('cost');"),
+        ("code", "r.latency_table()"),
+        ("md", "## The decision, step by step"),
+        ("code", "r.show('decision');"),
+        ("code", "import pandas as pd\n"
+                 "pd.DataFrame({k: v for k, v in d.get('measurements', {}).items() if not isinstance(v, dict)}, "
+                 "index=['measured']).T"),
+        ("md", "## Reproduce"),
+        ("code", "man = ctx.read_manifest()\n"
+                 "display(Markdown(\n"
+                 "    f\"`embedtune run {man.get('params_file')}` (git `{(man.get('git') or {}).get('commit')}`\"\n"
+                 "    f\"{', uncommitted changes' if (man.get('git') or {}).get('dirty') else ''}), \"\n"
+                 "    f\"dataset fingerprint `{m['dataset']['fingerprint'][:19]}...`, \"\n"
+                 "    f\"torch {man['environment']['packages'].get('torch')}, \"\n"
+                 "    f\"sentence-transformers {man['environment']['packages'].get('sentence-transformers')}.\"))"),
+    ],
 }
 
+# 06_monitor's cells live beside this file (they read PARAMETERS and OPEN from here)
+sys.path.insert(0, str(ROOT / "tools"))
+from cells_monitor import CELLS as MONITOR_CELLS  # noqa: E402
 
-def build(cells):
+NOTEBOOKS["06_monitor"] = MONITOR_CELLS
+
+
+def build(cells, name: str = "nb"):
+    """A notebook from (kind, source) cells; cell ids are stable so that regenerating an
+    unchanged notebook leaves its file (and every stage cache key) unchanged."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "embedtune", "display_name": "Python (embedtune)",
                                  "language": "python"}
@@ -123,11 +198,13 @@ def build(cells):
             if kind == "params":
                 cell.metadata["tags"] = ["parameters"]
             nb.cells.append(cell)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{name[:40]}-{i:02d}"
     return nb
 
 
 if __name__ == "__main__":
     for name, cells in NOTEBOOKS.items():
         path = ROOT / "notebooks" / f"{name}.ipynb"
-        nbformat.write(build(cells), path)
+        nbformat.write(build(cells, name), path)
         print("wrote", path)

@@ -1,4 +1,10 @@
-"""Command line: ``embedtune run PARAMS.yaml [--stages ...] [--set key=value ...]``."""
+"""Command line.
+
+``embedtune run PARAMS.yaml [--stages ...] [--set key=value ...]``: run an experiment's stages.
+``embedtune models list | show V | promote V | rollback | register MODEL_DIR``: the model registry.
+``embedtune reembed PARAMS.yaml [--version V] [--full]``: bring a version's corpus index up to date.
+``embedtune sweep PARAMS.yaml --grid key=v1,v2 [...]``: every grid point, then one comparison page.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +32,93 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
     run.add_argument("--force", action="store_true",
                      help="re-run every stage, even those whose params, data and notebook are unchanged")
+
+    models = sub.add_parser("models", help="the model registry: versions, production pointer, rollback")
+    models.add_argument("--registry", help="registry folder (default: $EMBEDTUNE_REGISTRY, else models/)")
+    actions = models.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every version; * marks production")
+    show = actions.add_parser("show", help="a version's manifest (default: production)")
+    show.add_argument("version", nargs="?")
+    promote = actions.add_parser("promote", help="put a version in production (atomically)")
+    promote.add_argument("version")
+    actions.add_parser("rollback", help="return production to the version before the current one")
+    register = actions.add_parser("register", help="add a saved model (a run's model/ folder) as a version")
+    register.add_argument("model_dir")
+
+    reembed = sub.add_parser("reembed", help="build or update a version's index of the experiment's "
+                                             "corpus, encoding only added or changed documents")
+    reembed.add_argument("params", help="the experiment's params YAML (its dataset is the corpus)")
+    reembed.add_argument("--version", help="registry version (default: production)")
+    reembed.add_argument("--full", action="store_true", help="re-encode every document")
+    reembed.add_argument("--registry", help="registry folder (default: monitor.registry in params)")
+    reembed.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a params key (repeatable)")
+
+    from embedtune import sweep
+
+    sweep.add_parser(sub)
     return parser
+
+
+def _models(args) -> None:
+    import json
+
+    from embedtune.registry import Registry, RegistryError, registry_dir
+
+    registry = Registry(registry_dir(args.registry))
+    if args.action == "list":
+        table = registry.table()
+        print(f"registry: {registry.root}")
+        print(table.to_string() if not table.empty else "no versions yet")
+    elif args.action == "show":
+        version = args.version or registry.production()
+        if version is None:
+            raise RegistryError("no version given and none in production")
+        manifest = registry.manifest(version)
+        manifest["production"] = version == registry.production()
+        manifest.pop("files", None)
+        print(json.dumps(manifest, indent=2))
+    elif args.action == "promote":
+        before = registry.production()
+        registry.promote(args.version)
+        print(f"production: {before} -> {args.version}")
+    elif args.action == "rollback":
+        before = registry.production()
+        print(f"production: {before} -> {registry.rollback()['production']}")
+    elif args.action == "register":
+        manifest = registry.register(args.model_dir)
+        print(f"{args.model_dir} is version {manifest['version']} ({manifest['fingerprint'][7:19]})")
+
+
+def _reembed(args) -> None:
+    from embedtune.config import load_config
+    from embedtune.data import load_experiment_data
+    from embedtune.index_store import CorpusIndex
+    from embedtune.registry import Registry, RegistryError, registry_dir
+
+    cfg = load_config(args.params, dict(parse_override(o) for o in args.overrides))
+    registry = Registry(registry_dir(args.registry or cfg.monitor.registry))
+    version = args.version or registry.production()
+    if version is None:
+        raise RegistryError(f"no --version given and no version in production at {registry.root}")
+    ds, _ = load_experiment_data(cfg.data, cfg.seed)
+    model = registry.load(version, cfg.model.device)
+    index = CorpusIndex(registry.index_dir(version, cfg.experiment))
+    report = index.update(model, ds.corpus, version=version, cfg=cfg.model, full=args.full)
+    print(f"{version} index of {ds.name} ({len(ds.corpus)} docs) at {index.folder}: "
+          f"encoded {report.encoded} (added {report.added}, changed {report.changed}), "
+          f"removed {report.removed}, kept {report.kept} in {report.seconds:.1f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "sweep":
+        from embedtune import sweep
+
+        return sweep.run_cli(args)
+    from embedtune.index_store import VersionMismatchError
+    from embedtune.registry import RegistryError
     from embedtune.runner import StageError, run_experiment
 
     try:
@@ -42,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                                     run_dir=args.run_dir, progress=not args.no_progress,
                                     force=args.force)
             print(f"done: {folder}")
-    except (ConfigError, DataError, ModelError, StageError) as exc:
+        elif args.command == "models":
+            _models(args)
+        elif args.command == "reembed":
+            _reembed(args)
+    except (ConfigError, DataError, ModelError, StageError, RegistryError, VersionMismatchError) as exc:
         print(f"embedtune: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -173,7 +173,32 @@ class ReportConfig:
     gpu_hour_price: float = 2.50  # USD per GPU hour
     bootstrap_samples: int = 2000  # resamples of the test queries for confidence intervals
     confidence: float = 0.95
-    latency_queries: int = 200  # queries timed one at a time per system for p50/p95 latency
+    latency_queries: int = 100  # queries timed one at a time per system for p50/p95 latency
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    registry: str | None = None  # model registry folder; None: $EMBEDTUNE_REGISTRY, else <project>/models
+    register: bool = True  # 03_train adds its model as a version (off for sweeps; 06_monitor always does)
+    metric: str = "recall@10"  # the monitored metric (a ranx name), kept per query in the log
+    reference: Literal["first", "best"] = "first"  # a version's evaluation that later ones are held to
+    regression_threshold: float = 0.02  # a drop in the metric larger than this (absolute) ...
+    regression_p: float = 0.05  # ... and significant (one-sided permutation test) is a regression
+    permutations: int = 5000  # resamples of that test
+    drift_new_vocab_share: float = 0.05  # share of word tokens whose word the reference corpus lacks
+    drift_domain_auc: float = 0.80  # new documents this separable from the reference (classifier AUC)
+    drift_min_new_docs: float = 0.10  # ... count only when they are at least this share of the corpus
+    drift_max_docs: int = 2000  # documents per side fed to the domain classifier (seeded subsample)
+    scenario: bool = False  # 06_monitor runs the worked maintenance scenario instead (scenario.py)
+    scenario_model: str = "results/scifact/model"  # fine-tuned model served as v1 (path, project-relative)
+    scenario_new_dataset: str = "nfcorpus"  # the domain the corpus grows with
+    scenario_new_docs: int = 1500  # seeded subsample of its documents added to the corpus
+    scenario_new_queries: int | None = None  # cap on its test queries added to the gold set
+    scenario_train_pairs: int = 500  # its train pairs (within the subsample) for the re-train
+    scenario_pairs_per_query: int = 3  # seeded cap per train query: more queries, fewer near-copies
+    scenario_train_epochs: float = 1.0  # the re-train (mnrl, in-batch negatives), from v1's weights
+    scenario_train_batch_size: int = 32
+    scenario_learning_rate: float = 5.0e-5  # as params/scifact.yaml and nfcorpus.yaml
 
 
 @dataclass(frozen=True)
@@ -190,6 +215,7 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ood: OODConfig = field(default_factory=OODConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     results_dir: str | None = None  # None: <project>/results
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +253,9 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    if "sweep" in raw:
+        raise ConfigError(f"{path} has a sweep section: run it with `embedtune sweep {path}` "
+                          "(it runs every point, then compares them)")
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     return build(ExperimentConfig, raw, prefix="")

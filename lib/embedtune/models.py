@@ -106,6 +106,7 @@ def load_model(name: str, device: str = "auto", max_seq_length: int | None = Non
     from sentence_transformers import SentenceTransformer
 
     resolved = resolve_model(name)
+    _quiet_loading()
     try:
         model = SentenceTransformer(resolved.path, device=pick_device(device))
     except OSError as exc:
@@ -114,6 +115,17 @@ def load_model(name: str, device: str = "auto", max_seq_length: int | None = Non
         model.max_seq_length = max_seq_length
     model.embedtune_source = resolved  # kept for the manifest
     return model
+
+
+def _quiet_loading() -> None:
+    """With progress off (notebooks run by the runner, tests), transformers' "Loading weights"
+    bar would land in executed notebooks and reports as widget debris: turn it off."""
+    from embedtune.retrieval import show_progress
+
+    if not show_progress():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def model_fingerprint(model) -> str:

@@ -53,3 +53,155 @@ def fusion_weight_curve(trials: dict[str, float], chosen: float, metric: str, ax
     ax.legend()
     ax.set_title("Convex fusion weight, chosen on dev queries")
     return ax
+
+
+def loss_table(log_history: list[dict]) -> pd.DataFrame:
+    """Training loss (and learning rate) per logged step, from the trainer's log history."""
+    rows = [{"step": e["step"], **{k: v for k, v in e.items() if k in ("loss", "learning_rate")}}
+            for e in log_history if "loss" in e]
+    return pd.DataFrame(rows, columns=["step", "loss", "learning_rate"])
+
+
+def dev_table(log_history: list[dict], dev_before: dict) -> pd.DataFrame:
+    """Dev metrics per evaluation; step 0 is the base model before training."""
+    def short(values: dict) -> dict:
+        return {k.split("_cosine_")[-1]: v for k, v in values.items() if "_cosine_" in k}
+
+    rows = [{"step": 0, **short(dev_before)}]
+    rows += [{"step": e["step"], **short(e)} for e in log_history if any("_cosine_" in k for k in e)]
+    return pd.DataFrame(rows).set_index("step")
+
+
+def training_curves(log_history: list[dict], dev_before: dict):
+    """Training loss per step beside the dev metrics per evaluation (a figure)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    curves = loss_table(log_history)
+    if not curves.empty:
+        a.plot(curves["step"], curves["loss"], marker=".")
+    a.set_xlabel("step")
+    a.set_ylabel("training loss")
+    a.set_title("Training loss")
+    dev = dev_table(log_history, dev_before)
+    for metric in ("ndcg@10", "recall@10", "mrr@10"):
+        if metric in dev:
+            b.plot(dev.index, dev[metric], marker="o", label=metric)
+    b.set_xlabel("step (0 = base model)")
+    b.set_title("Dev queries")
+    if len(dev.columns):
+        b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def headline_bars(table: pd.DataFrame, metric: str = "recall@10", claim: str | None = None, ax=None):
+    """One bar per system (measured), with the brief's claim as a marker where it makes one."""
+    ax = ax or plt.subplots(figsize=(6.5, 3.5))[1]
+    values = table[metric]
+    bars = ax.bar(values.index, values.values, color=[f"C{i}" for i in range(len(values))])
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values.values], padding=2)
+    if claim and claim in table:
+        claimed = table[claim].dropna()
+        ax.scatter(claimed.index, claimed.values, marker="_", s=900, color="k", zorder=3,
+                   label="the brief's claim")
+        ax.legend(loc="upper left")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel(f"{metric} (test queries)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"{metric}: measured on held-out test queries")
+    return ax
+
+
+def ci_plot(ci: pd.DataFrame, metric: str, ax=None):
+    """Mean and bootstrap interval of every system for one metric (horizontal)."""
+    ax = ax or plt.subplots(figsize=(6.5, 3))[1]
+    rows = ci.xs(metric, level="metric").sort_values("mean")
+    y = range(len(rows))
+    ax.errorbar(rows["mean"], y, xerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]],
+                fmt="o", capsize=4)
+    ax.set_yticks(list(y), rows.index)
+    ax.set_xlabel(f"{metric} (95 % bootstrap interval over test queries)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{metric} with confidence intervals")
+    return ax
+
+
+def win_loss_plot(delta: pd.Series, ax=None):
+    """Per-query difference, sorted: bars above zero are wins of ``system`` over ``baseline``."""
+    ax = ax or plt.subplots(figsize=(8, 3.2))[1]
+    colors = ["C2" if d > 0 else "C3" if d < 0 else "0.6" for d in delta.values]
+    ax.bar(range(len(delta)), delta.values, width=1.0, color=colors)
+    ax.axhline(0, color="k", lw=0.8)
+    a = delta.attrs
+    ax.set_xlabel("test queries, sorted by difference")
+    ax.set_ylabel(f"Δ {a.get('metric', '')}")
+    ax.set_title(f"{a.get('system')} vs {a.get('baseline')}: {a.get('wins')} wins, "
+                 f"{a.get('losses')} losses, {a.get('ties')} ties")
+    ax.set_xlim(-0.5, len(delta) - 0.5)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
+
+
+def score_histograms(positive: list[float], negative: list[float], ax=None):
+    """Base-model cosine of the positives vs the mined hard negatives."""
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    bins = np.linspace(-0.2, 1.0, 49)
+    ax.hist(positive, bins=bins, alpha=0.6, label=f"positives ({len(positive)})")
+    ax.hist(negative, bins=bins, alpha=0.6, label=f"hard negatives ({len(negative)})")
+    ax.set_xlabel("cosine to the query (base model)")
+    ax.set_ylabel("count")
+    ax.legend()
+    ax.set_title("Positives vs mined hard negatives")
+    return ax
+
+
+def ood_bars(ood: dict, metric: str = "ndcg@10", ax=None):
+    """Generic vs fine-tuned on each out-of-domain dataset (forgetting shows as a drop)."""
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(6, 3.2))[1]
+    names = list(ood)
+    x = np.arange(len(names))
+    for i, system in enumerate(("generic", "finetuned")):
+        values = [ood[n][system][metric] for n in names]
+        bars = ax.bar(x + (i - 0.5) * 0.38, values, width=0.38, label=system, color=f"C{i + 1}")
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel(metric)
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"Out of domain: {metric}")
+    return ax
+
+
+def stage_time_bars(seconds: pd.Series, ax=None):
+    """Wall time per stage (horizontal bars, seconds)."""
+    ax = ax or plt.subplots(figsize=(6, 2.8))[1]
+    bars = ax.barh(seconds.index, seconds.values, color="C0")
+    ax.bar_label(bars, labels=[f"{v:.0f} s" for v in seconds.values], padding=2)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("Where the time went")
+    ax.grid(alpha=0.3, axis="x")
+    return ax
+
+
+def latency_bars(latency_ms: dict[str, dict], ax=None):
+    """p50 and p95 latency of answering one query, per system."""
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(6.5, 3))[1]
+    names = list(latency_ms)
+    x = np.arange(len(names))
+    for i, key in enumerate(("p50_ms", "p95_ms")):
+        ax.bar(x + (i - 0.5) * 0.38, [latency_ms[n][key] for n in names], width=0.38,
+               label=key.replace("_ms", ""), color=f"C{i}")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylabel("ms per query")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title("Query latency, one query at a time")
+    return ax

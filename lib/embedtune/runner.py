@@ -7,13 +7,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, ContextManager, Iterable
 
 from embedtune import paths
 from embedtune.config import ConfigError, load_config, save_config
@@ -53,6 +55,22 @@ STAGE_INPUTS = {
     "evaluate": ("train",),
     "report": ("decide", "evaluate"),
     "monitor": ("evaluate",),
+}
+# What each stage leaves in the run folder (besides its executed notebook, HTML and marker), and
+# the manifest.json sections it writes: what a point of a sweep copies when it reuses a stage.
+STAGE_OUTPUTS = {
+    "decide": ("decision.json",),
+    "pairs": ("pairs",),
+    "negatives": ("negatives",),
+    "train": ("model",),
+    "evaluate": ("metrics.json", "per_query.csv", "runs"),
+    "report": ("report.html", "report.json", "figures"),
+    "monitor": ("monitor.json", "scenario.json"),
+}
+STAGE_MANIFEST_SECTIONS = {
+    "train": ("train",),
+    "evaluate": ("dataset", "model", "environment", "evaluate"),
+    "monitor": ("monitor",),
 }
 KERNEL_NAME = "embedtune"
 
@@ -119,12 +137,79 @@ def _marker(folder: Path, stage: str) -> Path:
     return folder / ".stages" / f"{stage}.json"
 
 
+def _read_marker(folder: Path, stage: str) -> dict:
+    marker = _marker(folder, stage)
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
 def is_fresh(folder: Path, stage: str, key: str) -> bool:
     """True when the stage finished before with the same key and its notebook is there."""
     marker = _marker(folder, stage)
     if not marker.is_file() or not (folder / f"{STAGES[stage]}.ipynb").is_file():
         return False
     return json.loads(marker.read_text()).get("key") == key
+
+
+def reuse_stage(source: Path, target: Path, stage: str, key: str) -> None:
+    """Give ``target`` the outputs of a stage that finished in ``source`` with the same cache key.
+
+    Outputs, executed notebook and HTML are hard-linked (copied where links cannot be made, e.g.
+    across file systems); the stage's manifest sections and timing come along, and the marker
+    records where the outputs came from. A later run of that stage in ``target`` first removes
+    the links, so it never writes through them into ``source``.
+
+    Raises:
+        ValueError: the stage is not fresh in ``source`` under ``key``.
+    """
+    source, target = Path(source), Path(target)
+    if not is_fresh(source, stage, key):
+        raise ValueError(f"{source}: stage {stage} is not fresh under key {key[:12]}...; nothing to reuse")
+    stem = STAGES[stage]
+    _marker(target, stage).unlink(missing_ok=True)  # the outputs are half-copied until the marker is back
+    names = [*STAGE_OUTPUTS.get(stage, ()), f"{stem}.ipynb", f"{stem}.html"]
+    for name in names:
+        _remove(target / name)
+    for name in names:
+        if (source / name).exists():
+            _link_tree(source / name, target / name)
+    source_manifest = _read_json(source / "manifest.json")
+    manifest_path = target / "manifest.json"
+    manifest = _read_json(manifest_path)
+    for section in STAGE_MANIFEST_SECTIONS.get(stage, ()):
+        if section in source_manifest:
+            manifest[section] = source_manifest[section]
+    timing = dict(source_manifest.get("stages", {}).get(stage, {}))
+    manifest.setdefault("stages", {})[stage] = {
+        "seconds": timing.get("seconds", 0.0), "status": "reused", "finished": timing.get("finished"),
+        "from": str(timing.get("from") or source)}
+    atomic_write_json(manifest_path, manifest)
+    atomic_write_json(_marker(target, stage), {"key": key, "finished": now(),
+                                               "reused_from": str(source.resolve())})
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        link(str(src), str(dst))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def kernel_name() -> str:
@@ -150,14 +235,18 @@ def to_html(notebook: Path, target: Path, hide_code: bool = False) -> None:
 
     exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=hide_code,
                             exclude_output_prompt=hide_code)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    node = nbformat.read(notebook, as_version=4)
+    node.metadata.pop("widgets", None)  # stale widget state (progress bars) is not content
+    title = f"{notebook.parent.name}: {'report' if hide_code else notebook.stem}"
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title}})
     with atomic_path(target) as tmp:
         tmp.write_text(body)
 
 
 def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
                    overrides: dict | None = None, run_dir: str | Path | None = None,
-                   progress: bool = True, force: bool = False) -> Path:
+                   progress: bool = True, force: bool = False, rerun_named: bool = True,
+                   stage_guard: Callable[[str, str, Path], ContextManager] | None = None) -> Path:
     """Execute the selected stage notebooks for one experiment.
 
     Args:
@@ -169,6 +258,10 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
         run_dir: where outputs go (default ``results/<experiment>``).
         progress: show papermill's per-cell progress bar in the terminal.
         force: run every selected stage, fresh or not.
+        rerun_named: False: a stage named in ``stages`` is skipped too when it is fresh.
+        stage_guard: called as ``stage_guard(stage, key, folder)`` around each stage's freshness
+            check and execution; the context it returns may reuse a sibling's outputs (see
+            :func:`reuse_stage`) or hold a lock. Sweeps use it (``embedtune.sweep``).
 
     Returns:
         The run folder.
@@ -197,49 +290,60 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
     os.environ["EMBEDTUNE_NO_PROGRESS"] = "1"
     kernel = kernel_name()
     keys = stage_keys(cfg)
-    explicit = set(stages or ())
+    explicit = set(stages or ()) if rerun_named else set()
     for stage in selected:
-        notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
-        if not force and stage not in explicit and is_fresh(folder, stage, keys[stage]):
-            log.info("stage %s: up to date (same params, data and notebook); skipped", stage)
-            _record_stage(manifest_path, stage, 0.0, "cached")
-            continue
-        _marker(folder, stage).unlink(missing_ok=True)
-        check_notebook_parameters(notebook)
-        out = folder / notebook.name
-        log.info("stage %s: %s -> %s", stage, notebook.name, out)
-        start = time.perf_counter()
-        tmp = folder / f".{notebook.stem}.running.ipynb"
-        failed = folder / f"{notebook.stem}.failed.ipynb"
-        failed.unlink(missing_ok=True)
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(tmp),
-                parameters={"params_file": str(resolved), "overrides": {}, "run_dir": str(folder)},
-                kernel_name=kernel, progress_bar=progress, cwd=str(paths.project_root()),
-            )
-        except papermill.PapermillExecutionError as exc:
-            os.replace(tmp, failed)
-            _record_stage(manifest_path, stage, time.perf_counter() - start, "failed")
-            raise StageError(f"stage {stage} failed in {notebook.name} (cell {exc.exec_count}): "
-                             f"{exc.ename}: {exc.evalue}. Executed copy: {failed}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, out)
-        atomic_write_json(_marker(folder, stage), {"key": keys[stage], "finished": now()})
-        to_html(out, out.with_suffix(".html"), hide_code=(stage == "report"))
-        _record_stage(manifest_path, stage, time.perf_counter() - start, "ok")
+        guard = stage_guard(stage, keys[stage], folder) if stage_guard else contextlib.nullcontext()
+        with guard:
+            notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
+            marker = _read_marker(folder, stage)
+            if not force and stage not in explicit and is_fresh(folder, stage, keys[stage]):
+                reused = marker.get("reused_from")
+                log.info("stage %s: up to date (same params, data and notebook)%s; skipped", stage,
+                         f", outputs from {reused}" if reused else "")
+                _record_stage(manifest_path, stage, 0.0, "reused" if reused else "cached")
+                continue
+            if marker.get("reused_from"):  # hard links into another run: never write through them
+                for name in STAGE_OUTPUTS.get(stage, ()):
+                    _remove(folder / name)
+            _marker(folder, stage).unlink(missing_ok=True)
+            check_notebook_parameters(notebook)
+            out = folder / notebook.name
+            log.info("stage %s: %s -> %s", stage, notebook.name, out)
+            start = time.perf_counter()
+            tmp = folder / f".{notebook.stem}.running.ipynb"
+            failed = folder / f"{notebook.stem}.failed.ipynb"
+            failed.unlink(missing_ok=True)
+            try:
+                papermill.execute_notebook(
+                    str(notebook), str(tmp),
+                    parameters={"params_file": str(resolved), "overrides": {}, "run_dir": str(folder)},
+                    kernel_name=kernel, progress_bar=progress, cwd=str(paths.project_root()),
+                )
+            except papermill.PapermillExecutionError as exc:
+                os.replace(tmp, failed)
+                _record_stage(manifest_path, stage, time.perf_counter() - start, "failed")
+                raise StageError(f"stage {stage} failed in {notebook.name} (cell {exc.exec_count}): "
+                                 f"{exc.ename}: {exc.evalue}. Executed copy: {failed}") from exc
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, out)
+            atomic_write_json(_marker(folder, stage), {"key": keys[stage], "finished": now()})
+            if stage == "report":  # the page to share: code hidden, a stable name
+                to_html(out, folder / "report.html", hide_code=True)
+            else:
+                to_html(out, out.with_suffix(".html"))
+            _record_stage(manifest_path, stage, time.perf_counter() - start, "ok")
     return folder
 
 
 def _record_stage(manifest_path: Path, stage: str, seconds: float, status: str) -> None:
-    """Note a stage's outcome. A skipped ("cached") stage keeps the timing of the run that made
-    its outputs, so manifest.json always says what the outputs cost."""
+    """Note a stage's outcome. A skipped ("cached" or "reused") stage keeps the timing of the run
+    that made its outputs, so manifest.json always says what the outputs cost."""
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     stages = manifest.setdefault("stages", {})
-    if status == "cached" and stage in stages:
-        stages[stage]["status"] = "cached"
+    if status in ("cached", "reused") and stage in stages:
+        stages[stage]["status"] = status
     else:
         stages[stage] = {"seconds": round(seconds, 2), "status": status, "finished": now()}
     atomic_write_json(manifest_path, manifest)

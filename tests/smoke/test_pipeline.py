@@ -5,7 +5,7 @@ import json
 import pytest
 
 from embedtune.config import ConfigError
-from embedtune.runner import StageError, run_experiment
+from embedtune.runner import StageError, available_stages, run_experiment
 from tests.conftest import ROOT
 
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -24,6 +24,17 @@ def smoke_run(tmp_path_factory):
 
 def _manifest(folder):
     return json.loads((folder / "manifest.json").read_text())
+
+
+def _statuses(folder):
+    return {s: v["status"] for s, v in _manifest(folder)["stages"].items()}
+
+
+def _expect(**named):
+    """Every available stage's status: the named ones as given, the rest (report, monitor) as
+    ``rest``; stages read the evaluate stage's outputs, so they follow it."""
+    rest = named.pop("rest")
+    return {s: named.get(s, rest) for s in available_stages()}
 
 
 def test_metrics_json_follows_the_contract(smoke_run):
@@ -55,8 +66,7 @@ def test_every_stage_left_its_outputs(smoke_run):
     for stem in ("00_decide", "01_pairs", "02_negatives", "03_train", "04_evaluate"):
         assert (smoke_run / f"{stem}.ipynb").is_file() and (smoke_run / f"{stem}.html").is_file()
     manifest = _manifest(smoke_run)
-    assert {s: v["status"] for s, v in manifest["stages"].items()} == {
-        "decide": "ok", "pairs": "ok", "negatives": "ok", "train": "ok", "evaluate": "ok"}
+    assert _statuses(smoke_run) == {s: "ok" for s in available_stages()}
     decision = json.loads((smoke_run / "decision.json").read_text())
     assert decision["verdict"] in ("fine-tune", "skip", "hybrid") and decision["reasons"]
     assert decision["path"][-1] == decision["verdict"]
@@ -74,8 +84,7 @@ def test_every_stage_left_its_outputs(smoke_run):
 
 def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
     run_experiment(SMOKE, run_dir=smoke_run, progress=False)
-    assert {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()} == {
-        "decide": "cached", "pairs": "cached", "negatives": "cached", "train": "cached", "evaluate": "cached"}
+    assert _statuses(smoke_run) == {s: "cached" for s in available_stages()}
     assert all(v["seconds"] > 0 for v in _manifest(smoke_run)["stages"].values())  # what the outputs cost
     run_experiment(SMOKE, stages=["evaluate"], run_dir=smoke_run, progress=False)
     timings = _manifest(smoke_run)["evaluate"]["timings"]
@@ -85,8 +94,8 @@ def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
 
 def test_changed_train_params_rerun_train_and_evaluate_only(smoke_run):
     run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.learning_rate": 3e-5})
-    status = {s: v["status"] for s, v in _manifest(smoke_run)["stages"].items()}
-    assert status == {"decide": "cached", "pairs": "cached", "negatives": "cached", "train": "ok", "evaluate": "ok"}
+    assert _statuses(smoke_run) == _expect(decide="cached", pairs="cached", negatives="cached",
+                                           rest="ok")
 
 
 def test_failed_stage_leaves_nothing_half_written_and_reruns_cleanly(smoke_run, tmp_path):
@@ -116,3 +125,22 @@ def test_bad_override_fails_before_any_notebook_runs(tmp_path):
 def test_unknown_stage_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown stage 'evaluat'"):
         run_experiment(SMOKE, stages=["evaluat"], run_dir=tmp_path)
+
+
+def test_report_is_a_page_to_share(smoke_run):
+    import re
+
+    page = (smoke_run / "report.html").read_text()
+    assert "does fine-tuning pay off?" in page
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) >= 8  # every figure
+    assert "report.run(ctx)" not in page and "import warnings" not in page  # no code
+    for debris in ("Warning", "warnings.warn", "it/s]", "it/s\\/", "%|", "Traceback", "widget-state"):
+        assert debris not in page, debris
+    summary = json.loads((smoke_run / "report.json").read_text())
+    assert summary["verdict"] == json.loads((smoke_run / "decision.json").read_text())["verdict"]
+    generic = summary["systems"]["generic"]["ndcg@10"]
+    assert generic["ci"][0] <= generic["mean"] <= generic["ci"][1]
+    assert set(summary["cost"]["latency_ms"]) == SYSTEMS
+    assert summary["cost"]["latency_ms"]["generic"]["p95_ms"] >= summary["cost"]["latency_ms"]["generic"]["p50_ms"] > 0
+    for name in ("headline", "win_loss", "training", "recall_at_k", "cost", "decision"):
+        assert (smoke_run / "figures" / f"{name}.png").is_file(), name

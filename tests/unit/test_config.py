@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from embedtune.config import ConfigError, load_config, parse_override
+from embedtune.config import ConfigError, config_from_dict, load_config, parse_override
 
 
 def write(tmp_path, text):
@@ -72,5 +72,14 @@ def test_every_committed_params_file_loads():
 
     files = sorted((ROOT / "params").glob("*.yaml"))
     assert files
+    from embedtune.sweep import plan_sweep, read_params
+
     for path in files:
-        load_config(path)
+        raw, sweep = read_params(path)
+        if sweep is None:
+            load_config(path)
+        else:  # a study: its base and every point must load
+            config_from_dict(raw)
+            with pytest.raises(ConfigError, match="embedtune sweep"):
+                load_config(path)
+            assert len(plan_sweep(path).points) >= 2

@@ -47,27 +47,32 @@ class DecideResult:
 
     def plot(self):
         """The flowchart, with the path taken and the verdict highlighted."""
-        fig, ax = plt.subplots(figsize=(7.5, 6.5))
-        visited = set(self.decision.path)
-        pairs = set(zip(self.decision.path, self.decision.path[1:]))
-        for a, b, label in EDGES:
-            (x1, y1, _), (x2, y2, _) = NODES[a], NODES[b]
-            on = (a, b) in pairs
-            ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
-                        arrowprops=dict(arrowstyle="->", lw=2.5 if on else 1, color="C3" if on else "0.7"))
-            ax.text((x1 + x2) / 2, (y1 + y2) / 2, label, fontsize=8, color="C3" if on else "0.5",
-                    ha="center", va="center", backgroundcolor="white")
-        for node, (x, y, text) in NODES.items():
-            on = node in visited or node == self.decision.verdict
-            ax.add_patch(FancyBboxPatch((x - 0.11, y - 0.055), 0.22, 0.11, boxstyle="round,pad=0.01",
-                                        fc="#fde0dc" if on else "white", ec="C3" if on else "0.6",
-                                        lw=2 if on else 1))
-            ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.axis("off")
-        ax.set_title(f"Verdict: {self.decision.verdict}")
-        return fig
+        return draw_flowchart(self.decision.path, self.decision.verdict)
+
+
+def draw_flowchart(path: list[str], verdict: str):
+    """The brief's decision flowchart with ``path`` and ``verdict`` highlighted (a figure)."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    visited = set(path)
+    pairs = set(zip(path, path[1:]))
+    for a, b, label in EDGES:
+        (x1, y1, _), (x2, y2, _) = NODES[a], NODES[b]
+        on = (a, b) in pairs
+        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                    arrowprops=dict(arrowstyle="->", lw=2.5 if on else 1, color="C3" if on else "0.7"))
+        ax.text((x1 + x2) / 2, (y1 + y2) / 2, label, fontsize=8, color="C3" if on else "0.5",
+                ha="center", va="center", backgroundcolor="white")
+    for node, (x, y, text) in NODES.items():
+        on = node in visited or node == verdict
+        ax.add_patch(FancyBboxPatch((x - 0.11, y - 0.055), 0.22, 0.11, boxstyle="round,pad=0.01",
+                                    fc="#fde0dc" if on else "white", ec="C3" if on else "0.6",
+                                    lw=2 if on else 1))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(f"Verdict: {verdict}")
+    return fig
 
 
 def run(ctx: RunContext) -> DecideResult:

@@ -3,20 +3,21 @@
 Dev evaluation (nDCG@10, recall@10, MRR@10 on the dev queries, against their judged documents
 plus ``train.dev_docs`` others) after each epoch; the best checkpoint is kept. Leaves ``model/``
 in the run folder: the model with its model card, ``training_log.json``, ``params.yaml`` and
-``version.json``.
+``version.json``, and registers it as a new version in the model registry (``embedtune.registry``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
+from embedtune import plots
 from embedtune.context import RunContext, git_state, now
 from embedtune.data import doc_text
 from embedtune.io import atomic_write_json
@@ -27,6 +28,8 @@ from embedtune.stages import negatives as negatives_stage
 from embedtune.stages import pairs as pairs_stage
 from embedtune.train import TrainResult, dev_evaluator, fine_tune, training_dataset
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainStageResult:
@@ -35,37 +38,13 @@ class TrainStageResult:
     n_examples: int
 
     def curves(self) -> pd.DataFrame:
-        rows = [{"step": e["step"], **{k: v for k, v in e.items() if k in ("loss", "learning_rate")}}
-                for e in self.train.log_history if "loss" in e]
-        return pd.DataFrame(rows)
+        return plots.loss_table(self.train.log_history)
 
     def dev_table(self) -> pd.DataFrame:
-        before = {k.split("_cosine_")[-1]: v for k, v in self.train.dev_before.items() if "_cosine_" in k}
-        rows = [{"step": 0, **before}]
-        for e in self.train.log_history:
-            if any("_cosine_" in k for k in e):
-                rows.append({"step": e["step"], **{k.split("_cosine_")[-1]: v for k, v in e.items()
-                                                     if "_cosine_" in k}})
-        return pd.DataFrame(rows).set_index("step")
+        return plots.dev_table(self.train.log_history, self.train.dev_before)
 
     def plot(self):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
-        curves = self.curves()
-        if not curves.empty:
-            a.plot(curves["step"], curves["loss"], marker=".")
-        a.set_xlabel("step")
-        a.set_ylabel("training loss")
-        a.set_title("Training loss")
-        dev = self.dev_table()
-        for metric in ("ndcg@10", "recall@10", "mrr@10"):
-            if metric in dev:
-                b.plot(dev.index, dev[metric], marker="o", label=metric)
-        b.set_xlabel("step (0 = base model)")
-        b.set_title("Dev queries")
-        b.legend()
-        for ax in (a, b):
-            ax.grid(alpha=0.3)
-        return fig
+        return plots.training_curves(self.train.log_history, self.train.dev_before)
 
 
 def dev_corpus(ctx: RunContext, dev_qrels: dict, bm25_depth: int = 20) -> dict[str, str]:
@@ -128,10 +107,35 @@ def run(ctx: RunContext) -> TrainStageResult:
     }
     atomic_write_json(out / "version.json", version)
     shutil.copy(ctx.run_dir / "params.yaml", out / "params.yaml")
+    registered = register_model(ctx, out)
     ctx.update_manifest(train={"version": version["version"], "seconds": version["train_seconds"],
                                "steps": result.steps, "precision": result.precision,
-                               "finished": now()})
+                               "registry": registered, "finished": now()})
     return TrainStageResult(result, version, len(train_ds))
+
+
+def register_model(ctx: RunContext, model_dir) -> dict:
+    """Add the trained model to the registry (``monitor.registry``) as a new version.
+
+    A registry that cannot be written (permissions, full disk, a lock held too long) does not
+    fail the stage: the model is safe in the run folder, 06_monitor registers it on its next run
+    (registration is keyed by the weights, so never twice), and ``embedtune models register``
+    does it by hand. The failure is logged and kept in ``manifest.json``. With
+    ``monitor.register: false`` (sweeps: one registry copy per grid point is rarely wanted)
+    nothing is registered.
+    """
+    from embedtune.registry import Registry, RegistryError, registry_dir
+
+    registry = Registry(registry_dir(ctx.cfg.monitor.registry))
+    if not ctx.cfg.monitor.register:
+        return {"path": str(registry.root), "skipped": "monitor.register is false"}
+    try:
+        manifest = registry.register(model_dir)
+    except (OSError, RegistryError) as exc:  # filelock's Timeout is an OSError too
+        log.warning("model not registered in %s (%s); register it later with "
+                    "`embedtune models register %s`", registry.root, exc, model_dir)
+        return {"path": str(registry.root), "error": f"{type(exc).__name__}: {exc}"}
+    return {"path": str(registry.root), "version": manifest["version"]}
 
 
 def load_finetuned(ctx: RunContext):

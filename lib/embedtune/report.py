@@ -1,0 +1,252 @@
+"""What the report computes from a finished run: confidence intervals, significance markers,
+the headline, per-query wins and losses, latency and cost.
+
+Everything here reads the run folder's files (``metrics.json``, ``per_query.csv``,
+``manifest.json``, ``model/``) or times the real systems; nothing is estimated from constants
+except the prices, which come from ``params`` (``report.cpu_hour_price``, ``report.gpu_hour_price``).
+
+Example:
+    >>> per_query = pd.read_csv("results/scifact/per_query.csv", dtype={"query_id": str})
+    >>> bootstrap_ci(per_query, ["ndcg@10"], samples=1000, confidence=0.95, seed=0)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+# The brief's claim, as it frames it: recall@10 of generic -> fine-tuned -> hybrid.
+BRIEF_CLAIM = {"generic": 0.70, "finetuned": 0.85, "hybrid_finetuned": 0.92}
+HEADLINE_SYSTEMS = ("bm25", "generic", "finetuned", "hybrid_finetuned")
+
+
+def wide(per_query: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Queries as rows, systems as columns, for one metric."""
+    return per_query.pivot(index="query_id", columns="system", values=metric)
+
+
+def bootstrap_ci(per_query: pd.DataFrame, metrics: list[str], samples: int = 2000,
+                 confidence: float = 0.95, seed: int = 42) -> pd.DataFrame:
+    """Mean of each system and metric over test queries, with a percentile bootstrap interval.
+
+    Queries are resampled with replacement (scipy.stats.bootstrap); the interval says how much
+    the mean would move with another draw of test queries of the same size.
+
+    Returns:
+        A frame indexed by (system, metric) with columns ``mean``, ``low``, ``high``.
+    """
+    from scipy.stats import bootstrap
+
+    rows = []
+    for metric in metrics:
+        table = wide(per_query, metric)
+        for system in table.columns:
+            values = table[system].dropna().to_numpy()
+            if len(values) < 2 or np.all(values == values[0]):
+                low = high = float(values.mean()) if len(values) else float("nan")
+            else:
+                res = bootstrap((values,), np.mean, n_resamples=samples, confidence_level=confidence,
+                                method="percentile", random_state=np.random.default_rng(seed))
+                low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            rows.append({"system": system, "metric": metric, "mean": float(values.mean()),
+                         "low": low, "high": high})
+    return pd.DataFrame(rows).set_index(["system", "metric"])
+
+
+def paired_p_values(per_query: pd.DataFrame, metric: str, against: str,
+                    test: str = "student") -> dict[str, tuple[float, float]]:
+    """(delta, p) of every system against ``against`` on the same queries (paired).
+
+    ``student`` is the paired t-test and ``fisher`` a paired randomization test, the two tests
+    ranx offers for ``evaluate.stat_test``; scipy runs them here on per-query values.
+    """
+    from scipy.stats import permutation_test, ttest_rel
+
+    table = wide(per_query, metric)
+    out = {}
+    if against not in table:
+        return out
+    for system in table.columns:
+        if system == against:
+            continue
+        pair = table[[system, against]].dropna()
+        a, b = pair[system].to_numpy(), pair[against].to_numpy()
+        delta = float((a - b).mean())
+        if np.allclose(a, b):
+            out[system] = (delta, 1.0)
+            continue
+        if test == "fisher":
+            p = permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                                 n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
+        else:
+            p = ttest_rel(a, b).pvalue
+        out[system] = (delta, float(p))
+    return out
+
+
+def quality_table(ci: pd.DataFrame, per_query: pd.DataFrame, metrics: list[str],
+                  against: str = "generic", max_p: float = 0.05,
+                  test: str = "student") -> pd.DataFrame:
+    """Every system x metric as ``mean [low, high]`` with a marker against ``against``:
+    ``▲`` significantly better, ``▼`` significantly worse (paired test, p < max_p)."""
+    systems = list(dict.fromkeys(s for s, _ in ci.index))
+    cells = {}
+    for metric in metrics:
+        tests = paired_p_values(per_query, metric, against, test)
+        column = {}
+        for system in systems:
+            if (system, metric) not in ci.index:
+                continue
+            row = ci.loc[(system, metric)]
+            mark = ""
+            if system in tests and tests[system][1] < max_p:
+                mark = " ▲" if tests[system][0] > 0 else " ▼"
+            column[system] = f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]{mark}"
+        cells[metric] = column
+    return pd.DataFrame(cells).loc[systems]
+
+
+def headline(metrics_doc: dict) -> pd.DataFrame:
+    """generic -> fine-tuned -> hybrid on the test queries, beside the brief's claim."""
+    systems = metrics_doc["systems"]
+    rows = []
+    for system in HEADLINE_SYSTEMS:
+        if system in systems:
+            values = systems[system]
+            rows.append({"system": system, "recall@10": values.get("recall@10"),
+                         "ndcg@10": values.get("ndcg@10"), "hit_rate@10": values.get("hit_rate@10"),
+                         "brief's claim (recall@10)": BRIEF_CLAIM.get(system)})
+    return pd.DataFrame(rows).set_index("system")
+
+
+def headline_sentence(metrics_doc: dict) -> str:
+    """The headline in words, with the measured numbers."""
+    s = metrics_doc["systems"]
+    n = metrics_doc["dataset"]["n_queries"]
+    parts = [f"{name} {s[name]['recall@10']:.0%}" for name in ("generic", "finetuned", "hybrid_finetuned")
+             if name in s]
+    text = (f"recall@10 on {n} held-out test queries: " + " → ".join(parts)
+            + " (the brief's claim: 70 % → 85 % → 92 %).")
+    sig = metrics_doc.get("significance", {}).get("finetuned_vs_generic", {}).get("ndcg@10")
+    if sig:
+        text += (f" nDCG@10 fine-tuned vs generic: {sig['delta']:+.3f} "
+                 f"(paired p = {sig['p_value']:.2g}).")
+    return text
+
+
+def win_loss(per_query: pd.DataFrame, system: str, baseline: str, metric: str = "ndcg@10",
+             tolerance: float = 1e-9) -> pd.Series:
+    """Per-query ``system - baseline``, sorted; its attrs hold the win / tie / loss counts."""
+    table = wide(per_query, metric)
+    delta = (table[system] - table[baseline]).dropna().sort_values()
+    delta.attrs.update(wins=int((delta > tolerance).sum()), losses=int((delta < -tolerance).sum()),
+                       ties=int((delta.abs() <= tolerance).sum()), metric=metric,
+                       system=system, baseline=baseline)
+    return delta
+
+
+def latency(search_one: Callable[[str], object], queries: list[str], warmup: int = 3) -> dict:
+    """p50 / p95 / mean wall time (ms) of answering one query at a time."""
+    for text in queries[:warmup]:
+        search_one(text)
+    times = []
+    for text in queries:
+        start = time.perf_counter()
+        search_one(text)
+        times.append((time.perf_counter() - start) * 1000)
+    times = np.array(times)
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
+            "mean_ms": float(times.mean()), "queries": len(times)}
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if Path(path).exists() else 0
+
+
+def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_dir: Path,
+               latency_ms: dict[str, dict]) -> tuple[pd.DataFrame, dict]:
+    """Cost against benefit: stage wall times, device, core/GPU hours, price, sizes, latency.
+
+    CPU hours count every core the run could use (``torch`` threads) for the whole wall time of
+    each stage; GPU hours count the stages' wall time when a CUDA device did the work.
+
+    Returns:
+        (per-stage table, summary dict).
+    """
+    stages = manifest.get("stages", {})
+    rows = [{"stage": name, "seconds": info.get("seconds", 0.0), "status": info.get("status")}
+            for name, info in stages.items() if name != "report"]
+    frame = pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["seconds", "status"])
+    seconds = float(frame["seconds"].sum()) if rows else 0.0
+    cost = metrics_doc.get("cost", {})
+    device = cost.get("train_device") or cost.get("device") or "cpu"
+    cores = int(manifest.get("machine", {}).get("torch_threads") or manifest.get("torch_threads") or 1)
+    on_gpu = str(device).startswith("cuda")
+    cpu_hours = seconds * cores / 3600
+    gpu_hours = seconds / 3600 if on_gpu else 0.0
+    price = cpu_hours * prices.cpu_hour_price + gpu_hours * prices.gpu_hour_price
+    systems = metrics_doc["systems"]
+    gain = None
+    if "finetuned" in systems and "generic" in systems:
+        gain = systems["finetuned"]["ndcg@10"] - systems["generic"]["ndcg@10"]
+    summary = {
+        "device": device,
+        "cores": cores,
+        "wall_seconds": round(seconds, 1),
+        "train_seconds": version.get("train_seconds"),
+        "cpu_core_hours": round(cpu_hours, 4),
+        "gpu_hours": round(gpu_hours, 4),
+        "price_usd": round(price, 4),
+        "prices": {"cpu_hour": prices.cpu_hour_price, "gpu_hour": prices.gpu_hour_price},
+        "model_bytes": folder_bytes(model_dir / "model.safetensors") or folder_bytes(model_dir),
+        "index_bytes": cost.get("index_bytes"),
+        "embedding_dim": cost.get("embedding_dim"),
+        "encode_docs_per_second": cost.get("encode_docs_per_second"),
+        "ndcg@10_gain_finetuned_vs_generic": gain,
+        "latency_ms": latency_ms,
+    }
+    return frame, summary
+
+
+def results_index(results: Path) -> str:
+    """``results/README.md``: every experiment that has a report, with its headline numbers."""
+    import json
+
+    lines = [
+        "# Results",
+        "",
+        "Every committed experiment, from its `report.json` / `metrics.json` (test split, nDCG@10 "
+        "with its 95 % bootstrap interval; recall@10 in brackets). Regenerated by each report "
+        "stage; reproduce a row with `.venv/bin/embedtune run params/<experiment>.yaml`.",
+        "",
+        "| experiment | test queries | decide said | generic | fine-tuned | hybrid (fine-tuned) "
+        "| fine-tuned vs generic | report |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(summary: dict, system: str) -> str:
+        values = summary["systems"].get(system)
+        if not values:
+            return "-"
+        n, r = values["ndcg@10"], values.get("recall@10", {})
+        return (f"{n['mean']:.3f} [{n['ci'][0]:.3f}, {n['ci'][1]:.3f}]"
+                + (f" ({r['mean']:.3f})" if r else ""))
+
+    for path in sorted(results.glob("*/report.json")):
+        summary = json.loads(path.read_text())
+        sig = summary.get("finetuned_vs_generic", {}).get("ndcg@10")
+        delta = f"{sig['delta']:+.3f}, p = {sig['p_value']:.2g}" if sig else "-"
+        lines.append(f"| {summary['experiment']} | {summary['test_queries']} | {summary.get('verdict') or '-'} "
+                     f"| {cell(summary, 'generic')} | {cell(summary, 'finetuned')} "
+                     f"| {cell(summary, 'hybrid_finetuned')} | {delta} "
+                     f"| [report]({path.parent.name}/report.html) |")
+    extra = sorted(p for p in results.glob("*/*/sweep.json"))
+    if extra:
+        lines += ["", "## Sweeps", ""]
+        lines += [f"- [{p.parent.parent.name}/{p.parent.name}]({p.parent.parent.name}/{p.parent.name}/compare.html)"
+                  for p in extra]
+    return "\n".join(lines) + "\n"

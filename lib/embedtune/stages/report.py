@@ -1,0 +1,324 @@
+"""Stage 05_report: the shareable report of one experiment, from what earlier stages left.
+
+Reads ``decision.json``, ``metrics.json``, ``per_query.csv``, ``manifest.json`` and ``model/``;
+times the systems one query at a time; writes ``report.json`` (what the results index reads)
+and ``figures/*.png``. The runner renders the notebook, code hidden, to ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from embedtune import paths, plots
+from embedtune import report as rp
+from embedtune.context import RunContext, now
+from embedtune.io import atomic_path, atomic_write_json
+
+SYSTEM_ORDER = ("bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class ReportResult:
+    run_dir: Path
+    metrics: dict
+    decision: dict
+    per_query: pd.DataFrame
+    ci: pd.DataFrame
+    cost_stages: pd.DataFrame
+    cost: dict
+    version: dict
+    training_log: dict
+    negatives: dict
+    pairs: dict
+    negative_scores: dict[str, list[float]] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    # ---- tables -------------------------------------------------------------------------
+    def headline(self) -> pd.DataFrame:
+        return rp.headline(self.metrics)
+
+    def headline_sentence(self) -> str:
+        return rp.headline_sentence(self.metrics)
+
+    def quality(self, metrics: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@100", "mrr@10",
+                                                  "hit_rate@10")) -> pd.DataFrame:
+        cfg = self.summary["evaluate"]
+        return rp.quality_table(self.ci, self.per_query, [m for m in metrics if m in self.per_query],
+                                against="generic", max_p=cfg["max_p"], test=cfg["stat_test"])
+
+    def significance(self) -> pd.DataFrame:
+        rows = [{"comparison": name, "metric": m, "delta": v["delta"], "p_value": v["p_value"]}
+                for name, per_metric in self.metrics.get("significance", {}).items()
+                for m, v in per_metric.items() if m in ("ndcg@10", "recall@10", "mrr@10")]
+        return pd.DataFrame(rows)
+
+    def ood_table(self) -> pd.DataFrame:
+        rows = []
+        for name, info in self.metrics.get("ood", {}).items():
+            sig = info["significance"]["finetuned_vs_generic"]["ndcg@10"]
+            rows.append({"dataset": name, "queries": info["n_queries"],
+                         "generic ndcg@10": info["generic"]["ndcg@10"],
+                         "finetuned ndcg@10": info["finetuned"]["ndcg@10"],
+                         "delta": sig["delta"], "p_value": sig["p_value"]})
+        return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
+
+    def negatives_table(self) -> pd.DataFrame:
+        keys = ["candidates", "removed_judged_positive", "removed_margin", "kept"]
+        present = {k: self.negatives[k] for k in keys if k in self.negatives}
+        return pd.DataFrame(present).astype("Int64") if present else pd.DataFrame()
+
+    def cost_summary(self) -> pd.DataFrame:
+        c = self.cost
+        rows = {
+            "device": c["device"],
+            "cores (torch threads)": c["cores"],
+            "wall time of all stages": f"{c['wall_seconds'] / 60:.1f} min",
+            "of which training": f"{(c['train_seconds'] or 0) / 60:.1f} min",
+            "CPU core-hours": f"{c['cpu_core_hours']:.3f}",
+            "GPU hours": f"{c['gpu_hours']:.3f}",
+            "estimated price": f"${c['price_usd']:.4f} at ${c['prices']['cpu_hour']}/core-hour, "
+                               f"${c['prices']['gpu_hour']}/GPU-hour",
+            "model size": f"{c['model_bytes'] / 1e6:.1f} MB" if c["model_bytes"] else "no fine-tuned model",
+            "index size": f"{(c['index_bytes'] or 0) / 1e6:.1f} MB ({c['embedding_dim']}-d float32)",
+            "encoding speed": f"{c['encode_docs_per_second']:.0f} docs/s"
+                              if c.get("encode_docs_per_second") else "n/a",
+        }
+        if c.get("ndcg@10_gain_finetuned_vs_generic") is not None:
+            rows["nDCG@10 gain bought"] = f"{c['ndcg@10_gain_finetuned_vs_generic']:+.4f}"
+        return pd.DataFrame({"value": rows})
+
+    def latency_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.cost["latency_ms"]).T.round(2)
+
+    # ---- figures ------------------------------------------------------------------------
+    def show(self, name: str):
+        """Draw one figure (and save it under figures/)."""
+        fig = FIGURES[name](self)
+        if fig is None:
+            return None
+        fig.tight_layout()
+        folder = self.run_dir / "figures"
+        folder.mkdir(exist_ok=True)
+        with atomic_path(folder / f"{name}.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        self.figures[name] = folder / f"{name}.png"
+        return fig
+
+
+def _fig_headline(r: ReportResult):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.8))
+    table = r.headline()
+    plots.headline_bars(table, "recall@10", claim="brief's claim (recall@10)", ax=a)
+    plots.headline_bars(table, "ndcg@10", ax=b)
+    return fig
+
+
+def _fig_ci(r: ReportResult):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.2))
+    plots.ci_plot(r.ci, "ndcg@10", ax=a)
+    plots.ci_plot(r.ci, "recall@10", ax=b)
+    return fig
+
+
+def _fig_recall(r: ReportResult):
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    plots.recall_curve({s: v for s, v in r.metrics["systems"].items()}, ax=ax)
+    return fig
+
+
+def _fig_win_loss(r: ReportResult):
+    systems = set(r.per_query["system"])
+    if not {"finetuned", "generic"} <= systems:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    plots.win_loss_plot(rp.win_loss(r.per_query, "finetuned", "generic"), ax=ax)
+    return fig
+
+
+def _fig_training(r: ReportResult):
+    if not r.training_log:
+        return None
+    return plots.training_curves(r.training_log["log_history"], r.training_log["dev_before"])
+
+
+def _fig_negatives(r: ReportResult):
+    if not r.negative_scores.get("negative"):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    plots.score_histograms(r.negative_scores["positive"], r.negative_scores["negative"], ax=ax)
+    return fig
+
+
+def _fig_ood(r: ReportResult):
+    if not r.metrics.get("ood"):
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    plots.ood_bars(r.metrics["ood"], ax=ax)
+    return fig
+
+
+def _fig_cost(r: ReportResult):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.2))
+    if not r.cost_stages.empty:
+        plots.stage_time_bars(r.cost_stages["seconds"], ax=a)
+    plots.latency_bars(r.cost["latency_ms"], ax=b)
+    return fig
+
+
+def _fig_decision(r: ReportResult):
+    if not r.decision:
+        return None
+    from embedtune.stages.decide import draw_flowchart
+
+    return draw_flowchart(r.decision["path"], r.decision["verdict"])
+
+
+FIGURES = {"headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_recall,
+           "win_loss": _fig_win_loss, "training": _fig_training, "negatives": _fig_negatives,
+           "ood": _fig_ood, "cost": _fig_cost, "decision": _fig_decision}
+
+
+def measure_latency(ctx: RunContext, metrics_doc: dict, n_queries: int) -> dict[str, dict]:
+    """Time each system answering test queries one at a time (encode + search + fuse)."""
+    import dataclasses
+
+    from embedtune.fusion import fuse_runs
+    from embedtune.models import encode_queries
+    from embedtune.retrieval import DenseIndex
+    from embedtune.stages import train as train_stage
+
+    cfg = ctx.cfg
+    ds, splits = ctx.data
+    qids = sorted(splits.test)
+    qids = random.Random(cfg.seed).sample(qids, min(n_queries, len(qids)))
+    texts = [ds.queries[q] for q in qids]
+    top_k = cfg.retrieval.top_k
+    bm25 = ctx.bm25
+
+    def bm25_one(text):
+        return bm25.search({"q": text}, top_k)
+
+    def dense_one(model, index):
+        def search(text):
+            emb = encode_queries(model, [text], 1, cfg.model.precision)
+            idx, scores = index.search_embeddings(emb, top_k)
+            return {"q": {index.doc_ids[j]: float(s) for j, s in zip(idx[0], scores[0])}}
+        return search
+
+    def hybrid_one(dense_search, info):
+        hybrid_cfg = cfg.retrieval.hybrid
+        if "bm25_weight" not in info:
+            hybrid_cfg = dataclasses.replace(hybrid_cfg, method="rrf")
+
+        def search(text):
+            return fuse_runs(bm25_one(text), dense_search(text), hybrid_cfg,
+                             bm25_weight=info.get("bm25_weight"), top_k=top_k)
+        return search
+
+    systems = {"bm25": bm25_one,
+               "generic": dense_one(ctx.base_model, ctx.generic_index)}
+    finetuned = train_stage.load_finetuned(ctx)
+    if finetuned is not None and "finetuned" in metrics_doc["systems"]:
+        ft_index = DenseIndex.build(finetuned, ds.corpus, cfg.model, backend=cfg.retrieval.dense_backend)
+        systems["finetuned"] = dense_one(finetuned, ft_index)
+    for dense in ("generic", "finetuned"):
+        name = f"hybrid_{dense}"
+        if dense in systems and name in metrics_doc["systems"]:
+            systems[name] = hybrid_one(systems[dense], metrics_doc.get("hybrid", {}).get(name, {}))
+    return {name: rp.latency(search, texts) for name, search in systems.items()}
+
+
+def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[float]]:
+    """Base-model cosine of each training pair's positive and its mined negatives."""
+    import numpy as np
+
+    path = ctx.run_dir / "negatives" / "train.jsonl"
+    if not path.is_file():
+        return {}
+    from embedtune.train import read_rows
+
+    rows = read_rows(path)[:max_rows]
+    index = ctx.generic_index
+    position = {d: i for i, d in enumerate(index.doc_ids)}
+    ds, _ = ctx.data
+    qids = sorted({r["query_id"] for r in rows})
+    q_emb = dict(zip(qids, ctx.embed_queries(ctx.base_model, [ds.queries[q] for q in qids])))
+    pos, neg = [], []
+    for r in rows:
+        q = q_emb[r["query_id"]]
+        if r["doc_id"] in position:
+            pos.append(float(np.dot(q, index.embeddings[position[r["doc_id"]]])))
+        neg += [float(np.dot(q, index.embeddings[position[d]])) for d in r.get("negative_ids", [])
+                if d in position]
+    return {"positive": pos, "negative": neg}
+
+
+def run(ctx: RunContext) -> ReportResult:
+    cfg = ctx.cfg
+    folder = ctx.run_dir
+    metrics = _read_json(folder / "metrics.json")
+    if not metrics:
+        raise FileNotFoundError(f"{folder / 'metrics.json'}: no metrics yet; run the evaluate stage first")
+    per_query = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str})
+    per_query = per_query[per_query["system"].isin(metrics["systems"])]
+    order = [s for s in SYSTEM_ORDER if s in metrics["systems"]] + \
+            [s for s in metrics["systems"] if s not in SYSTEM_ORDER]
+    per_query["system"] = pd.Categorical(per_query["system"], categories=order, ordered=True)
+    per_query = per_query.sort_values(["system", "query_id"])
+    per_query["system"] = per_query["system"].astype(str)
+    metric_names = [m for m in cfg.evaluate.metrics if m in per_query.columns]
+    ci = rp.bootstrap_ci(per_query, metric_names, cfg.report.bootstrap_samples,
+                         cfg.report.confidence, cfg.seed)
+    ci = ci.reindex([(s, m) for s in order for m in metric_names])
+
+    version = _read_json(folder / "model" / "version.json")
+    latency_ms = measure_latency(ctx, metrics, cfg.report.latency_queries)
+    manifest = ctx.read_manifest()
+    cost_stages, cost = rp.cost_table(manifest, metrics, version, cfg.report, folder / "model",
+                                      latency_ms)
+    result = ReportResult(
+        run_dir=folder, metrics=metrics, decision=_read_json(folder / "decision.json"),
+        per_query=per_query, ci=ci, cost_stages=cost_stages, cost=cost, version=version,
+        training_log=_read_json(folder / "model" / "training_log.json"),
+        negatives=_read_json(folder / "negatives" / "stats.json"),
+        pairs=_read_json(folder / "pairs" / "stats.json"),
+        negative_scores=negative_scores(ctx),
+    )
+    wins = None
+    if {"finetuned", "generic"} <= set(per_query["system"]):
+        delta = rp.win_loss(per_query, "finetuned", "generic")
+        wins = {k: delta.attrs[k] for k in ("wins", "losses", "ties", "metric")}
+    result.summary = {
+        "experiment": cfg.experiment,
+        "dataset": metrics["dataset"]["name"],
+        "test_queries": metrics["dataset"]["n_queries"],
+        "verdict": result.decision.get("verdict"),
+        "headline": rp.headline_sentence(metrics),
+        "systems": {s: {m: {"mean": round(ci.loc[(s, m), "mean"], 6),
+                            "ci": [round(ci.loc[(s, m), "low"], 6), round(ci.loc[(s, m), "high"], 6)]}
+                        for m in metric_names} for s in order},
+        "finetuned_vs_generic": metrics.get("significance", {}).get("finetuned_vs_generic", {}),
+        "win_loss_finetuned_vs_generic": wins,
+        "cost": cost,
+        "evaluate": {"max_p": cfg.evaluate.max_p, "stat_test": cfg.evaluate.stat_test},
+        "confidence": cfg.report.confidence,
+        "bootstrap_samples": cfg.report.bootstrap_samples,
+        "created": now(),
+    }
+    atomic_write_json(folder / "report.json", result.summary)
+    results = paths.results_dir().resolve()
+    if folder.resolve().parent == results:  # an experiment of this project: refresh the index
+        with atomic_path(results / "README.md") as tmp:
+            tmp.write_text(rp.results_index(results))
+    return result
