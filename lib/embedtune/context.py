@@ -38,7 +38,7 @@ class RunContext:
     @functools.cached_property
     def data(self) -> tuple[BeirDataset, Splits]:
         """The dataset and its train/dev/test splits (loaded once per kernel)."""
-        return load_experiment_data(self.cfg.data, self.cfg.seed)
+        return load_experiment_data(self.cfg.data, self.cfg.seed, self.cfg.gold)
 
     @functools.cached_property
     def base_model(self):

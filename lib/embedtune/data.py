@@ -399,8 +399,13 @@ def take_slice(ds: BeirDataset, splits: Splits, max_queries: int | None, max_doc
     return sliced, splits
 
 
-def load_experiment_data(cfg: DataConfig, seed: int) -> tuple[BeirDataset, Splits]:
-    """Load the dataset of an experiment, make its splits, and slice it if asked."""
+def load_experiment_data(cfg: DataConfig, seed: int, gold=None) -> tuple[BeirDataset, Splits]:
+    """Load the dataset of an experiment (with manual gold files merged in, ``gold``: a
+    GoldConfig), make its splits, and slice it if asked."""
     ds = load_beir(cfg.dataset, strict=cfg.strict)
+    if gold is not None and gold.files:
+        from embedtune.gold import apply_gold
+
+        ds, _ = apply_gold(ds, gold)
     splits = make_splits(ds, cfg, seed)
     return take_slice(ds, splits, cfg.max_queries, cfg.max_docs, seed)

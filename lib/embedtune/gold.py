@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from embedtune.config import GoldConfig  # noqa: F401  (re-exported)
 from embedtune.data import BeirDataset, DataError, Qrels
 from embedtune.io import atomic_write_text
 
@@ -46,14 +47,6 @@ COLUMNS = {
 _ALIAS = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
 GOLD_HEADER = ("query_id", "query", "doc_id", "grade")  # what the Labeler writes
 MAX_ERRORS_SHOWN = 10
-
-
-@dataclass(frozen=True)
-class GoldConfig:
-    files: tuple[str, ...] = ()  # CSV/TSV gold files (project-relative or absolute), read in order
-    split: str = "test"  # qrels split their judgements merge into (a new name adds a split)
-    default_grade: int = 1  # grade of a row without one
-    max_grade: int | None = None  # reject higher grades; None: no limit
 
 
 class GoldError(DataError):

@@ -122,10 +122,12 @@ def _dense_candidates(pairs: list[Pair], judged: dict[str, set[str]], ds: BeirDa
     # Every judged positive of each query goes in as a row, so the miner masks all of them.
     rows = {"anchor": [], "positive": []}
     anchor_ids: dict[str, str] = {}
+    own: dict[str, set[str]] = defaultdict(set)  # a pair's own document (synthetic queries have no qrels)
     for pair in pairs:
         anchor_ids.setdefault(pair["anchor"], pair["query_id"])
+        own[pair["query_id"]].add(pair["doc_id"])
     for anchor, qid in anchor_ids.items():
-        for did in sorted(judged.get(qid, ())):
+        for did in sorted(judged.get(qid, set()) | own[qid]):
             rows["anchor"].append(anchor)
             rows["positive"].append(doc_text(ds.corpus[did]))
     text_to_id = {doc_text(doc): did for did, doc in ds.corpus.items()}
@@ -194,11 +196,12 @@ def mine(ds: BeirDataset, pairs: list[Pair], judged: dict[str, set[str]], cfg: N
         per_source["bm25"] = {}
         qids = sorted({p["query_id"] for p in pairs})
         depth = cfg.range_max + max((len(judged.get(q, ())) for q in qids), default=0)
-        ranked = bm25.search({q: ds.queries[q] for q in qids}, top_k=depth)
+        texts = {p["query_id"]: p["anchor"] for p in pairs}  # also queries the dataset lacks
+        ranked = bm25.search({q: texts[q] for q in qids}, top_k=depth)
         cand = judged_out = margin_out = 0
         for pair in pairs:
             qid, pos = pair["query_id"], pair["doc_id"]
-            docs = [d for d in ranked.get(qid, {}) if d not in judged.get(qid, ())]
+            docs = [d for d in ranked.get(qid, {}) if d not in judged.get(qid, ()) and d != pos]
             judged_out += len(ranked.get(qid, {})) - len(docs)
             window = docs[cfg.range_min:cfg.range_max]
             cand += len(window)
@@ -221,7 +224,7 @@ def mine(ds: BeirDataset, pairs: list[Pair], judged: dict[str, set[str]], cfg: N
     rows = []
     for pair in pairs:
         qid, pos = pair["query_id"], pair["doc_id"]
-        positives = judged.get(qid, set())
+        positives = judged.get(qid, set()) | {pos}
         chosen = sorted(include.get(qid, set()) - positives)  # manual includes come first
         stats.added_manual += len(chosen)
         wanted = cfg.per_pair + len(chosen)

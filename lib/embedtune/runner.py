@@ -37,10 +37,10 @@ STAGES = {
 NOTEBOOK_PARAMETERS = {"params_file", "overrides", "run_dir"}
 # Each stage's cache key hashes the sections every stage reads, its own sections, its notebook,
 # the dataset's files, the embedtune version, and the keys of the stages whose outputs it reads.
-BASE_SECTIONS = ("experiment", "seed", "data", "model", "retrieval")
+BASE_SECTIONS = ("experiment", "seed", "data", "gold", "model", "retrieval")
 STAGE_SECTIONS = {
-    "decide": ("decide", "pairs"),
-    "pairs": ("pairs",),
+    "decide": ("decide", "pairs", "clicks"),
+    "pairs": ("pairs", "synthetic", "crop", "clicks"),
     "negatives": ("negatives",),
     "train": ("train",),
     "evaluate": ("evaluate", "ood"),

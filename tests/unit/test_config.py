@@ -29,7 +29,7 @@ def test_unknown_key_names_path_and_suggests(tmp_path):
 
 
 def test_unknown_top_level_key_lists_valid_keys(tmp_path):
-    with pytest.raises(ConfigError, match="valid keys here: data, decide, evaluate, experiment"):
+    with pytest.raises(ConfigError, match="valid keys here: clicks, crop, data, decide, evaluate, experiment"):
         load_config(write(tmp_path, BASE + "trian: {}\n"))
 
 

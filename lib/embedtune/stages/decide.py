@@ -75,6 +75,20 @@ def draw_flowchart(path: list[str], verdict: str):
     return fig
 
 
+def _click_pairs(ctx: RunContext) -> int:
+    """Training pairs a real click log gives (clicks.path, used for training); 0 without one."""
+    cfg = ctx.cfg
+    if not cfg.clicks.path or "clicks" not in cfg.pairs.sources or cfg.clicks.use == "validate":
+        return 0
+    from embedtune import clicks
+
+    ds, _ = ctx.data
+    impressions = clicks.read_click_log(cfg.clicks.path, ds.corpus, ds.queries, strict=cfg.clicks.strict)
+    train_ids, _ = clicks.split_click_queries(clicks.aggregate_clicks(impressions, cfg.clicks.min_dwell_s),
+                                              cfg.clicks, cfg.seed)
+    return len(clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)[0])
+
+
 def run(ctx: RunContext) -> DecideResult:
     cfg = ctx.cfg
     ds, splits = ctx.data
@@ -93,7 +107,8 @@ def run(ctx: RunContext) -> DecideResult:
     train = {q: d for q, d in splits.train.items() if q not in leakage.removed}
     dev = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
     gold = len(gold_pairs(ds, train, cfg.pairs.min_score))
-    pairs_by_source = {"gold": gold, "clicks": 0, "synthetic": 0}
+    pairs_by_source = {"gold": gold, "clicks": _click_pairs(ctx), "synthetic": 0}
+    # synthetic queries are not labels: they are generated in 01_pairs and counted there
 
     dev_scores = {}
     if dev:

@@ -138,6 +138,8 @@ def run(ctx: RunContext) -> EvaluationResult:
         ood = out_of_domain(ctx, model, finetuned)
         timings["ood_seconds"] = time.perf_counter() - start
 
+    click_validation = _click_validation(ctx, runs, hybrid_info, model, index, finetuned, ft_index)
+
     version = _read_json(ctx.run_dir / "model" / "version.json")
     dataset = {
         "name": ds.name,
@@ -160,6 +162,8 @@ def run(ctx: RunContext) -> EvaluationResult:
         "index_bytes": int(index.embeddings.nbytes),
     }
     extra = {"hybrid": hybrid_info, "stat_test": cfg.evaluate.stat_test, "created": now()}
+    if click_validation:
+        extra["click_validation"] = click_validation
     if version:
         extra["finetuned_model"] = {k: version[k] for k in ("version", "loss", "steps", "examples")}
     doc = metrics_document(cfg.experiment, dataset, cfg.model.name, scores, significance, cost,
@@ -179,6 +183,38 @@ def run(ctx: RunContext) -> EvaluationResult:
         evaluate={"timings": timings, "finished": now()},
     )
     return EvaluationResult(scores, significance, doc, runs, timings)
+
+
+def _click_validation(ctx: RunContext, runs: dict, hybrid_info: dict, model, index, finetuned,
+                      ft_index) -> dict:
+    """Every system on the click validation set that 01_pairs left (queries with clicked
+    documents), beside the gold test set; hybrids reuse the weight chosen on dev."""
+    path = ctx.run_dir / "pairs" / "click_validation.json"
+    if not path.is_file():
+        return {}
+    cfg = ctx.cfg
+    top_k = cfg.retrieval.top_k
+    val = json.loads(path.read_text())
+    queries, qrels = val["queries"], val["qrels"]
+    if not qrels:
+        return {}
+    click_runs = {"bm25": ctx.bm25.search(queries, top_k),
+                  "generic": index.search(model, queries, cfg.model, top_k)}
+    if finetuned is not None:
+        click_runs["finetuned"] = ft_index.search(finetuned, queries, cfg.model, top_k)
+    for dense in ("generic", "finetuned"):
+        name = f"hybrid_{dense}"
+        if dense in click_runs and name in hybrid_info:
+            info = hybrid_info[name]
+            hybrid_cfg = cfg.retrieval.hybrid if "bm25_weight" in info else \
+                dataclasses.replace(cfg.retrieval.hybrid, method="rrf")
+            click_runs[name] = fuse_runs(click_runs["bm25"], click_runs[dense], hybrid_cfg,
+                                         bm25_weight=info.get("bm25_weight"), top_k=top_k)
+    scores = evaluate_runs(qrels, {s: click_runs[s] for s in runs if s in click_runs},
+                           ["ndcg@10", "recall@10", "mrr@10", "hit_rate@10"])
+    stats = json.loads((ctx.run_dir / "pairs" / "stats.json").read_text()).get("source_details", {})
+    return {"n_queries": scores.n_queries, "simulated": stats.get("clicks", {}).get("simulated"),
+            "systems": {k: {m: round(v, 6) for m, v in vals.items()} for k, vals in scores.mean.items()}}
 
 
 def out_of_domain(ctx: RunContext, generic, finetuned) -> dict:

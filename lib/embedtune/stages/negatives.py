@@ -55,7 +55,8 @@ def run(ctx: RunContext) -> NegativesResult:
     judged = judged_positives(ds, min_score=1)  # any grade above 0 is never a negative
     index = ctx.generic_index
     qids = sorted({p["query_id"] for p in pairs})
-    q_emb = ctx.embed_queries(ctx.base_model, [ds.queries[q] for q in qids])
+    texts = {p["query_id"]: p["anchor"] for p in pairs}  # synthetic queries are not in ds.queries
+    q_emb = ctx.embed_queries(ctx.base_model, [texts[q] for q in qids])
     rows, stats = mine(
         ds, pairs, judged, cfg.negatives, ctx.base_model,
         teacher=index.embeddings, doc_index={d: i for i, d in enumerate(index.doc_ids)},

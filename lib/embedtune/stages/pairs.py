@@ -43,13 +43,33 @@ def run(ctx: RunContext) -> PairsResult:
     leakage = leakage_guard(used_q, test_q, embed=embed, threshold=cfg.pairs.leakage_cosine)
     train_qrels = {q: d for q, d in splits.train.items() if q not in leakage.removed}
     dev_qrels = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
-    rows = gold_pairs(ds, train_qrels, cfg.pairs.min_score)
-    n_all = len(rows)
+    gold = gold_pairs(ds, train_qrels, cfg.pairs.min_score)
+    n_all = len(gold)
     if cfg.pairs.max_pairs_per_query is not None:
-        rows = cap_per_query(rows, cfg.pairs.max_pairs_per_query, cfg.seed)
-    if cfg.pairs.max_train_pairs is not None and len(rows) > cfg.pairs.max_train_pairs:
-        rows = sorted(random.Random(cfg.seed).sample(rows, cfg.pairs.max_train_pairs),
+        gold = cap_per_query(gold, cfg.pairs.max_pairs_per_query, cfg.seed)
+    if cfg.pairs.max_train_pairs is not None and len(gold) > cfg.pairs.max_train_pairs:
+        gold = sorted(random.Random(cfg.seed).sample(gold, cfg.pairs.max_train_pairs),
                       key=lambda r: (r["query_id"], r["doc_id"]))
+    by_source = {"gold": gold if "gold" in cfg.pairs.sources else []}
+    details: dict = {}
+    validation = None
+    for source in cfg.pairs.sources:
+        if source in ("synthetic", "ict", "crop"):
+            by_source[source], details[source] = _generated(ctx, source, gold)
+    if "clicks" in cfg.pairs.sources or cfg.clicks.path or cfg.clicks.simulate:
+        click_rows, validation, details["clicks"] = _clicks(ctx, train_qrels, dev_qrels)
+        if "clicks" in cfg.pairs.sources:
+            by_source["clicks"] = click_rows
+    # generated and clicked queries pass the leakage guard too: an LLM can write a test query
+    extra = {r["query_id"]: r["anchor"] for s, rs in by_source.items() if s != "gold" for r in rs}
+    extra_leak = leakage_guard(extra, test_q, embed=embed, threshold=cfg.pairs.leakage_cosine) if extra else None
+    if extra_leak:
+        for source, rows_ in by_source.items():
+            if source != "gold":
+                by_source[source] = [r for r in rows_ if r["query_id"] not in extra_leak.removed]
+    rows = [r for source in by_source.values() for r in source]
+    if not rows:
+        raise ValueError(f"no training pairs from pairs.sources {list(cfg.pairs.sources)}")
     stats = {
         "train_queries": len({r["query_id"] for r in rows}),
         "train_pairs": len(rows),
@@ -59,9 +79,11 @@ def run(ctx: RunContext) -> PairsResult:
         "test_queries": len(splits.test),
         "removed_exact_duplicates": len(leakage.exact),
         "removed_near_duplicates": len(leakage.near),
+        "removed_generated_near_test": len(extra_leak.removed) if extra_leak else 0,
         "dev_from": splits.dev_source,
         "test_from": splits.test_source,
-        "sources": {"gold": len(rows)},
+        "sources": {s: len(v) for s, v in by_source.items()},
+        "source_details": details,
     }
     with atomic_path(ctx.run_dir / "pairs") as folder:
         folder.mkdir()
@@ -70,7 +92,73 @@ def run(ctx: RunContext) -> PairsResult:
         (folder / "leakage.json").write_text(json.dumps(leakage.summary() | {
             "exact": leakage.exact, "near": {k: list(v) for k, v in leakage.near.items()}}, indent=1))
         (folder / "stats.json").write_text(json.dumps(stats, indent=1))
+        if validation is not None:
+            (folder / "click_validation.json").write_text(json.dumps(validation))
     return PairsResult(rows, dev_qrels, leakage, stats)
+
+
+def _generated(ctx: RunContext, source: str, gold: list[dict]) -> tuple[list[dict], dict]:
+    """Pairs from LLM-written queries (``synthetic``) or cut from documents (``ict``/``crop``).
+
+    Documents judged for test queries get no generated queries, so no test positive is trained on.
+    """
+    import dataclasses
+
+    from embedtune import paths, synthetic
+
+    cfg = ctx.cfg
+    ds, splits = ctx.data
+    test_docs = {d for docs in splits.test.values() for d in docs}
+    if source in ("ict", "crop"):
+        rows = synthetic.crop_queries(ds.corpus, dataclasses.replace(cfg.crop, method=source),
+                                      cfg.seed, exclude=test_docs)
+        return rows, {"documents": len({r["doc_id"] for r in rows}), "kept": len(rows)}
+    generator = synthetic.make_generator(cfg.synthetic)
+    search = None
+    if cfg.synthetic.filters.roundtrip == "bm25":
+        search = synthetic.as_search_fn(ctx.bm25)
+    elif cfg.synthetic.filters.roundtrip == "generic":
+        search = synthetic.as_search_fn(ctx.generic_index, ctx.base_model, cfg.model)
+    result = synthetic.synthesize(ds.corpus, generator, cfg.synthetic,
+                                  examples=synthetic.example_pool(cfg.synthetic, gold, cfg.seed),
+                                  search=search, seed=cfg.seed, exclude=test_docs,
+                                  cache_folder=paths.cache_dir() / "synthetic")
+    return result.pairs, result.stats
+
+
+def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[dict], dict | None, dict]:
+    """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both).
+
+    A real log is read from ``clicks.path``; with ``clicks.simulate`` a log is simulated from
+    the qrels and BM25's ranking: train queries for training clicks, dev queries for validation.
+    """
+    from embedtune import clicks
+
+    cfg = ctx.cfg
+    ds, _ = ctx.data
+    if cfg.clicks.path:
+        impressions = clicks.read_click_log(cfg.clicks.path, ds.corpus, ds.queries, strict=cfg.clicks.strict)
+        train_ids, val_ids = clicks.split_click_queries(clicks.aggregate_clicks(impressions, cfg.clicks.min_dwell_s),
+                                                        cfg.clicks, cfg.seed)
+    elif cfg.clicks.simulate:
+        qrels = ({} if cfg.clicks.use == "validate" else train_qrels) | \
+                ({} if cfg.clicks.use == "train" else dev_qrels)
+        queries = {q: ds.queries[q] for q in qrels}
+        impressions = clicks.simulate_clicks(qrels, ctx.bm25.search(queries, cfg.clicks.simulator.depth),
+                                             queries, cfg.clicks.simulator, cfg.seed)
+        train_ids, val_ids = set(train_qrels), set(dev_qrels)
+    else:
+        raise ValueError("pairs.sources has clicks but there is no clicks.path and clicks.simulate is off")
+    rows: list[dict] = []
+    if cfg.clicks.use in ("train", "both"):
+        rows, _ = clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)
+    validation = None
+    if cfg.clicks.use in ("validate", "both"):
+        queries, qrels = clicks.click_validation(impressions, cfg.clicks, only=val_ids)
+        validation = {"queries": queries, "qrels": qrels}
+    return rows, validation, {"impressions": len(impressions), "pairs": len(rows),
+                              "validation_queries": len(validation["qrels"]) if validation else 0,
+                              "simulated": bool(cfg.clicks.simulate and not cfg.clicks.path)}
 
 
 def cap_per_query(rows: list[dict], cap: int, seed: int) -> list[dict]:

@@ -251,9 +251,9 @@ def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[flo
     rows = read_rows(path)[:max_rows]
     index = ctx.generic_index
     position = {d: i for i, d in enumerate(index.doc_ids)}
-    ds, _ = ctx.data
-    qids = sorted({r["query_id"] for r in rows})
-    q_emb = dict(zip(qids, ctx.embed_queries(ctx.base_model, [ds.queries[q] for q in qids])))
+    texts = {r["query_id"]: r["anchor"] for r in rows}  # synthetic queries are not in ds.queries
+    qids = sorted(texts)
+    q_emb = dict(zip(qids, ctx.embed_queries(ctx.base_model, [texts[q] for q in qids])))
     pos, neg = [], []
     for r in rows:
         q = q_emb[r["query_id"]]
