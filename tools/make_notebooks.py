@@ -145,6 +145,12 @@ NOTEBOOKS = {
         ("code", "r.show('win_loss');"),
         ("md", "## Training\n\nTraining loss, and the dev queries (never test) that chose the checkpoint."),
         ("code", "r.show('training');"),
+        ("md", "## Training data\n\nTraining pairs per source, after the leakage guard; and, when "
+               "click logs validate, every system on the click-validation queries."),
+        ("code", "display(r.sources_table())\n"
+                 "clicks = r.clicks_table()\n"
+                 "if not clicks.empty:\n"
+                 "    display(clicks.style.format('{:.4f}').set_caption(clicks.attrs['caption']))"),
         ("md", "## Hard negatives\n\n"
                "Candidates per source and what the false-negative guard removed; the cosine of "
                "positives and kept negatives under the base model."),

@@ -73,6 +73,21 @@ class ReportResult:
                          "delta": sig["delta"], "p_value": sig["p_value"]})
         return pd.DataFrame(rows).set_index("dataset") if rows else pd.DataFrame()
 
+    def sources_table(self) -> pd.DataFrame:
+        """Training pairs per source (gold, synthetic, ict/crop, clicks) after the leakage guard."""
+        sources = self.pairs.get("sources", {})
+        return pd.DataFrame({"pairs": sources}) if sources else pd.DataFrame()
+
+    def clicks_table(self) -> pd.DataFrame:
+        """Every system on the click validation set (when 01_pairs made one), beside test."""
+        block = self.metrics.get("click_validation")
+        if not block:
+            return pd.DataFrame()
+        frame = pd.DataFrame(block["systems"]).T
+        frame.attrs["caption"] = (f"{block['n_queries']} click-validation queries"
+                                  + (" (simulated clicks)" if block.get("simulated") else ""))
+        return frame
+
     def negatives_table(self) -> pd.DataFrame:
         keys = ["candidates", "removed_judged_positive", "removed_margin", "kept"]
         present = {k: self.negatives[k] for k in keys if k in self.negatives}
