@@ -197,8 +197,9 @@ def latency_bars(latency_ms: dict[str, dict], ax=None):
     names = list(latency_ms)
     x = np.arange(len(names))
     for i, key in enumerate(("p50_ms", "p95_ms")):
-        ax.bar(x + (i - 0.5) * 0.38, [latency_ms[n][key] for n in names], width=0.38,
-               label=key.replace("_ms", ""), color=f"C{i}")
+        values = [latency_ms[n][key] for n in names]
+        bars = ax.bar(x + (i - 0.5) * 0.38, values, width=0.38, label=key.replace("_ms", ""), color=f"C{i}")
+        ax.bar_label(bars, labels=[f"{v:.1f}" if v < 10 else f"{v:.0f}" for v in values], padding=2, fontsize=7)
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylabel("ms per query")
     ax.legend()

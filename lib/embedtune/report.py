@@ -177,9 +177,12 @@ def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_d
     Returns:
         (per-stage table, summary dict).
     """
+    from embedtune.runner import STAGES
+
     stages = manifest.get("stages", {})
-    rows = [{"stage": name, "seconds": info.get("seconds", 0.0), "status": info.get("status")}
-            for name, info in stages.items() if name != "report"]
+    order = [s for s in STAGES if s in stages] + [s for s in stages if s not in STAGES]
+    rows = [{"stage": name, "seconds": stages[name].get("seconds", 0.0), "status": stages[name].get("status")}
+            for name in order if name not in ("report", "monitor")]
     frame = pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["seconds", "status"])
     seconds = float(frame["seconds"].sum()) if rows else 0.0
     cost = metrics_doc.get("cost", {})

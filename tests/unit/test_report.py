@@ -64,7 +64,7 @@ def test_cost_prices_core_hours_at_the_params_rates(tmp_path):
     assert cost["cpu_core_hours"] == pytest.approx(3.0) and cost["gpu_hours"] == 0
     assert cost["price_usd"] == pytest.approx(0.3)
     assert cost["ndcg@10_gain_finetuned_vs_generic"] == pytest.approx(0.1)
-    assert list(frame.index) == ["train", "evaluate"]
+    assert list(frame.index) == ["train", "evaluate"]  # DESIGN order
 
 
 def test_latency_percentiles():
