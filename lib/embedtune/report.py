@@ -131,6 +131,10 @@ def headline_sentence(metrics_doc: dict) -> str:
              if name in s]
     text = (f"recall@10 on {n} held-out test queries: " + " → ".join(parts)
             + " (the brief's claim: 70 % → 85 % → 92 %).")
+    hits = [f"{name} {s[name]['hit_rate@10']:.0%}" for name in ("generic", "finetuned", "hybrid_finetuned")
+            if name in s and "hit_rate@10" in s[name]]
+    if hits:  # with many relevant documents per query recall@10 is low for every model
+        text += " success@10 (a relevant document in the top 10): " + " → ".join(hits) + "."
     sig = metrics_doc.get("significance", {}).get("finetuned_vs_generic", {}).get("ndcg@10")
     if sig:
         text += (f" nDCG@10 fine-tuned vs generic: {sig['delta']:+.3f} "
