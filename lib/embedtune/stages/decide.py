@@ -107,6 +107,8 @@ def run(ctx: RunContext) -> DecideResult:
     train = {q: d for q, d in splits.train.items() if q not in leakage.removed}
     dev = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
     gold = len(gold_pairs(ds, train, cfg.pairs.min_score))
+    if "gold" not in cfg.pairs.sources:
+        gold = 0  # withheld: this experiment trains on other sources only
     pairs_by_source = {"gold": gold, "clicks": _click_pairs(ctx), "synthetic": 0}
     # synthetic queries are not labels: they are generated in 01_pairs and counted there
 
