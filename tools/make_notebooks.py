@@ -172,9 +172,12 @@ NOTEBOOKS = {
                  "pd.DataFrame({k: v for k, v in d.get('measurements', {}).items() if not isinstance(v, dict)}, "
                  "index=['measured']).T"),
         ("md", "## Reproduce"),
-        ("code", "man = ctx.read_manifest()\n"
+        ("code", "import json\n"
+                 "man = ctx.read_manifest()\n"
                  "display(Markdown(\n"
-                 "    f\"`embedtune run {man.get('params_file')}` (git `{(man.get('git') or {}).get('commit')}`\"\n"
+                 "    f\"`embedtune run {man.get('params_file')}\"\n"
+                 "    + ''.join(f\" --set '{k}={json.dumps(v)}'\" for k, v in (man.get('overrides') or {}).items())\n"
+                 "    + f\"` (git `{(man.get('git') or {}).get('commit')}`\"\n"
                  "    f\"{', uncommitted changes' if (man.get('git') or {}).get('dirty') else ''}), \"\n"
                  "    f\"dataset fingerprint `{m['dataset']['fingerprint'][:19]}...`, \"\n"
                  "    f\"torch {man['environment']['packages'].get('torch')}, \"\n"

@@ -281,7 +281,8 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
 
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest.update(experiment=cfg.experiment, params_file=str(params_file), git=git_state(),
+    manifest.update(experiment=cfg.experiment, params_file=str(params_file), overrides=overrides or {},
+                    git=git_state(),
                     started=now(), **environment())
     manifest.setdefault("stages", {})
     atomic_write_json(manifest_path, manifest)
