@@ -6,12 +6,14 @@ It is not a pipeline stage: a person runs it in JupyterLab, and papermill never 
 Usage: python tools/make_label_notebook.py
 """
 
+import sys
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from make_notebooks import build  # noqa: E402  (the stage notebooks' builder: same cells, same ids)
 NAME = "label"
 
 PARAMETERS = '''params_file = "params/smoke.yaml"   # experiment whose dataset (and slice) is labelled
@@ -44,27 +46,9 @@ CELLS = [
 ]
 
 
-def build() -> nbformat.NotebookNode:
-    cells = []
-    for i, (kind, source) in enumerate(CELLS):
-        if kind == "md":
-            cell = new_markdown_cell(source)
-        else:
-            cell = new_code_cell(source)
-            if kind == "params":
-                cell.metadata["tags"] = ["parameters"]
-        cell["id"] = f"{NAME}-{i:02d}"
-        cells.append(cell)
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"display_name": "Python (embedtune)", "language": "python",
-                                 "name": "embedtune"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
 def main() -> None:
     path = ROOT / "notebooks" / f"{NAME}.ipynb"
-    nbformat.write(build(), path)
+    nbformat.write(build(CELLS, NAME), path)
     print(f"wrote {path.relative_to(ROOT)}")
 
 

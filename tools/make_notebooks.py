@@ -4,7 +4,6 @@ Notebooks are thin drivers: a tagged parameters cell, then calls into the librar
 Usage: python tools/make_notebooks.py
 """
 
-import sys
 from pathlib import Path
 
 import nbformat
@@ -185,11 +184,41 @@ NOTEBOOKS = {
     ],
 }
 
-# 06_monitor's cells live beside this file (they read PARAMETERS and OPEN from here)
-sys.path.insert(0, str(ROOT / "tools"))
-from cells_monitor import CELLS as MONITOR_CELLS  # noqa: E402
-
-NOTEBOOKS["06_monitor"] = MONITOR_CELLS
+NOTEBOOKS["06_monitor"] = [
+    ("md", "# 06 · Monitor: versions, recall over time, drift, re-train, rollback\n\n"
+           "The brief's maintenance advice, measured. Every fine-tuned model is a version in the "
+           "registry (`embedtune models list`), with one in production; each version searches only "
+           "its own index of the corpus (mixing versions is an error), updated by encoding only "
+           "added or changed documents. Every evaluation on the gold set (the test queries) is "
+           "appended to the monitoring log. A regression is flagged only when the monitored metric "
+           "drops by more than `monitor.regression_threshold` **and** a one-sided permutation test "
+           "over queries says the drop is not noise. Re-training is recommended on corpus drift, an "
+           "upgraded base model, or a regression. With `monitor.scenario: true` (params/maintenance.yaml) "
+           "the worked scenario runs instead: drift, recall drop, re-train, promote, rollback. "
+           "Writes `monitor.json` (and `scenario.json`)."),
+    ("params", PARAMETERS),
+    ("code", OPEN.format(imports="from embedtune.stages import monitor")),
+    ("code", "result = monitor.run(ctx)\n"
+             "print('production:', result.document['production'])\n"
+             "result.versions_table()"),
+    ("md", "The monitored metric on the gold set, one point per evaluation in the log; the shaded band "
+           "is each version's reference minus the regression threshold, a red ring a regression."),
+    ("code", "result.plot();"),
+    ("code", "result.history_table()"),
+    ("md", "Regression check: each version's latest evaluation against its reference (paired when "
+           "both scored the same queries; two-sample when the gold set has changed since)."),
+    ("code", "result.regression_table()"),
+    ("md", "Corpus drift since the corpus the version was first indexed on: new-word share, the shift "
+           "of the embedding distribution (centroid cosine; AUC of a classifier telling new documents "
+           "from the reference ones: 0.5 = alike, 1.0 = another domain)."),
+    ("code", "result.drift_table()"),
+    ("code", "print(result.recommendation_text())"),
+    ("md", "The worked scenario, step by step (only when `monitor.scenario` is on): what each step "
+           "encoded, who was in production, and the metric overall and per query group."),
+    ("code", "result.steps_table()"),
+    ("md", "Every promote and rollback of the production pointer:"),
+    ("code", "result.pointer_table()"),
+]
 
 
 def build(cells, name: str = "nb"):

@@ -33,7 +33,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 from embedtune.config import SimulatorConfig, ClickConfig  # noqa: F401  (re-exported)
 from embedtune.data import DataError, Qrels, doc_text
@@ -111,7 +111,7 @@ def read_click_log(path: str | Path, corpus: dict | None = None, queries: dict[s
                 raise ClickLogError(f"{where}: malformed JSON ({exc.msg})") from exc
             imp = _parse(row, where, lineno)
             try:
-                _resolve_query(imp, row, where, queries, by_text)
+                _resolve_query(imp, where, queries, by_text)
                 if corpus is not None:
                     unknown = [d for d in imp.shown if d not in corpus]
                     if unknown:
@@ -167,7 +167,7 @@ def _parse(row, where: str, lineno: int) -> Impression:
                       lineno, extra)
 
 
-def _resolve_query(imp: Impression, row: dict, where: str, queries: dict[str, str] | None,
+def _resolve_query(imp: Impression, where: str, queries: dict[str, str] | None,
                    by_text: dict[str, str]) -> None:
     from embedtune.pairs import normalize_query
 
@@ -201,7 +201,6 @@ class ClickStats:
 
     queries: dict[str, str] = field(default_factory=dict)  # id -> text
     impressions: dict[str, int] = field(default_factory=dict)  # query id -> impressions
-    shown: dict[str, dict[str, int]] = field(default_factory=dict)  # query -> doc -> times shown
     clicks: dict[str, dict[str, int]] = field(default_factory=dict)  # counted clicks
     raw_clicks: dict[str, dict[str, int]] = field(default_factory=dict)  # every click
     skips: dict[str, dict[str, int]] = field(default_factory=dict)  # skipped above a counted click
@@ -239,9 +238,6 @@ def aggregate_clicks(impressions: Iterable[Impression], min_dwell_s: float | Non
         q = imp.query_id
         stats.queries.setdefault(q, imp.query)
         stats.impressions[q] = stats.impressions.get(q, 0) + 1
-        shown = stats.shown.setdefault(q, {})
-        for did in imp.shown:
-            shown[did] = shown.get(did, 0) + 1
         raw = stats.raw_clicks.setdefault(q, {})
         counted = []
         for did in imp.clicks:

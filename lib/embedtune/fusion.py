@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from embedtune.config import HybridConfig
@@ -56,6 +57,14 @@ def fuse_runs(bm25: Run, dense: Run, cfg: HybridConfig, bm25_weight: float | Non
                         key=lambda kv: (-kv[1], kv[0]))[:top_k]
         out[qid] = dict(ranked)
     return out
+
+
+def fuse_as_chosen(bm25: Run, dense: Run, cfg: HybridConfig, info: dict, top_k: int = 100) -> Run:
+    """Fuse new queries' runs the way 04_evaluate fused the test queries: with the convex
+    weight it chose on dev (``info["bm25_weight"]``), or RRF when it chose none."""
+    if "bm25_weight" not in info:
+        cfg = dataclasses.replace(cfg, method="rrf")
+    return fuse_runs(bm25, dense, cfg, bm25_weight=info.get("bm25_weight"), top_k=top_k)
 
 
 def choose_convex_weight(dev_qrels: Qrels, bm25_dev: Run, dense_dev: Run,

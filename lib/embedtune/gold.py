@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from embedtune.config import GoldConfig  # noqa: F401  (re-exported)
-from embedtune.data import BeirDataset, DataError, Qrels
+from embedtune.data import BeirDataset, DataError, Qrels, relevant_only
 from embedtune.io import atomic_write_text
 
 COLUMNS = {
@@ -70,8 +70,7 @@ class GoldSet:
     stats: dict = field(default_factory=dict)
 
     def relevant(self, min_score: int = 1) -> Qrels:
-        kept = {q: {d: g for d, g in docs.items() if g >= min_score} for q, docs in self.qrels.items()}
-        return {q: docs for q, docs in kept.items() if docs}
+        return relevant_only(self.qrels, min_score)
 
 
 def _delimiter(path: Path, sample: str) -> str:

@@ -43,7 +43,7 @@ from embedtune.config import ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
 from embedtune.models import encode_documents, model_fingerprint, resolve_precision
-from embedtune.retrieval import DenseIndex, Run, cached_encode, show_progress, texts_fingerprint
+from embedtune.retrieval import DenseIndex, Run, cached_encode, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +180,18 @@ class CorpusIndex:
         to_encode = [i for i in range(len(doc_ids)) if i not in kept_set]
         added = sum(1 for i in to_encode if doc_ids[i] not in old_hashes)
         removed = len(set(old_hashes) - set(corpus))
-        dim = model.get_embedding_dimension()
-        emb = np.empty((len(doc_ids), dim), dtype=np.float32)
-        if kept:
-            old = self.embeddings
-            emb[kept] = old[[old_rows[doc_ids[i]] for i in kept]]
+        c_fp = corpus_fingerprint(corpus)
         from_cache = False
         if to_encode and not kept:
-            # a full build is what DenseIndex encodes too: share the project's embedding cache
+            # a full build is what DenseIndex.build encodes too: same cache key, shared cache
             texts = [doc_text(corpus[d]) for d in doc_ids]
-            emb, info = cached_encode(model, m_fp, texts_fingerprint(texts), texts, "document", cfg)
+            emb, info = cached_encode(model, m_fp, c_fp, texts, "document", cfg)
             from_cache = info["from_cache"]
-        elif to_encode:
+        else:
+            emb = np.empty((len(doc_ids), model.get_embedding_dimension()), dtype=np.float32)
+            if kept:
+                emb[kept] = self.embeddings[[old_rows[doc_ids[i]] for i in kept]]
+        if to_encode and kept:
             emb[to_encode] = encode_documents(
                 model, [doc_text(corpus[doc_ids[i]]) for i in to_encode],
                 batch_size=cfg.batch_size, precision=cfg.precision,
@@ -199,7 +199,7 @@ class CorpusIndex:
         report = UpdateReport(encoded=len(to_encode), added=added, changed=len(to_encode) - added,
                               removed=removed, kept=len(kept),
                               seconds=round(time.perf_counter() - start, 3), from_cache=from_cache)
-        self._commit(version, m_fp, corpus_fingerprint(corpus), precision, doc_ids, hashes, emb, report)
+        self._commit(version, m_fp, c_fp, precision, doc_ids, hashes, emb, report)
         log.info("index %s (%s): %s", self.folder, version, report)
         return report
 

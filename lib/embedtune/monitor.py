@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from embedtune.config import ModelConfig, MonitorConfig
-from embedtune.data import doc_text
+from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -341,11 +341,9 @@ def corpus_drift(reference: CorpusSnapshot, corpus: dict[str, dict[str, str]], i
     The domain classifier compares the reference documents still present and unchanged with
     the added or changed ones, both embedded by the index's model.
     """
-    from embedtune.index_store import text_hash
-
-    if index.corpus_fingerprint != _fingerprint(corpus):
+    if index.corpus_fingerprint != corpus_fingerprint(corpus):
         raise ValueError(f"the index at {index.folder} does not hold this corpus; update it first")
-    current = {d: text_hash(doc_text(corpus[d])) for d in corpus}
+    current = dict(zip(index.doc_ids, index.manifest["doc_hashes"]))  # the index holds this corpus
     old = [d for d in index.doc_ids if reference.doc_hashes.get(d) == current[d]]
     new = [d for d in index.doc_ids if reference.doc_hashes.get(d) != current[d]]
     removed = sum(1 for d in reference.doc_hashes if d not in corpus)
@@ -388,12 +386,6 @@ def corpus_drift(reference: CorpusSnapshot, corpus: dict[str, dict[str, str]], i
                     "domain_auc": cfg.drift_domain_auc, "min_new_doc_share": cfg.drift_min_new_docs},
         drifted=bool(reasons), reasons=reasons,
     )
-
-
-def _fingerprint(corpus) -> str:
-    from embedtune.data import corpus_fingerprint
-
-    return corpus_fingerprint(corpus)
 
 
 # --------------------------------------------------------------------------- recommendation

@@ -34,7 +34,7 @@ import numpy as np
 
 from embedtune import paths
 from embedtune.config import NegativesConfig
-from embedtune.data import BeirDataset, Qrels, doc_text
+from embedtune.data import BeirDataset, doc_text
 from embedtune.models import autocast
 from embedtune.pairs import Pair
 
@@ -199,15 +199,20 @@ def mine(ds: BeirDataset, pairs: list[Pair], judged: dict[str, set[str]], cfg: N
         texts = {p["query_id"]: p["anchor"] for p in pairs}  # also queries the dataset lacks
         ranked = bm25.search({q: texts[q] for q in qids}, top_k=depth)
         cand = judged_out = margin_out = 0
+        lowest_judged: dict[str, float] = {}  # per query: the same for each of its pairs
         for pair in pairs:
             qid, pos = pair["query_id"], pair["doc_id"]
-            docs = [d for d in ranked.get(qid, {}) if d not in judged.get(qid, ()) and d != pos]
+            positives = judged.get(qid, set()) | {pos}
+            docs = [d for d in ranked.get(qid, {}) if d not in positives]
             judged_out += len(ranked.get(qid, {})) - len(docs)
             window = docs[cfg.range_min:cfg.range_max]
             cand += len(window)
             q = query_emb[qid]
-            pos_score = min(float(teacher[doc_index[d]] @ q) for d in judged.get(qid, {pos}) | {pos}
-                            if d in doc_index)
+            if qid not in lowest_judged:
+                lowest_judged[qid] = min((float(teacher[doc_index[d]] @ q) for d in judged.get(qid, ())
+                                          if d in doc_index), default=float("inf"))
+            pos_score = min(lowest_judged[qid], float(teacher[doc_index[pos]] @ q) if pos in doc_index
+                            else float("inf"))
             kept = []
             for d in window:
                 score = float(teacher[doc_index[d]] @ q)

@@ -209,7 +209,7 @@ def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_d
         "gpu_hours": round(gpu_hours, 4),
         "price_usd": round(price, 4),
         "prices": {"cpu_hour": prices.cpu_hour_price, "gpu_hour": prices.gpu_hour_price},
-        "model_bytes": folder_bytes(model_dir / "model.safetensors") or folder_bytes(model_dir),
+        "model_bytes": folder_bytes(model_dir),
         "index_bytes": cost.get("index_bytes"),
         "embedding_dim": cost.get("embedding_dim"),
         "encode_docs_per_second": cost.get("encode_docs_per_second"),

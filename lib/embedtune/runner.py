@@ -20,7 +20,7 @@ from typing import Callable, ContextManager, Iterable
 from embedtune import paths
 from embedtune.config import ConfigError, load_config, save_config
 from embedtune.context import environment, git_state, now, resolve_run_dir
-from embedtune.io import atomic_path, atomic_write_json, sha256_file
+from embedtune.io import atomic_path, atomic_write_json, read_json, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +138,12 @@ def _marker(folder: Path, stage: str) -> Path:
 
 
 def _read_marker(folder: Path, stage: str) -> dict:
-    marker = _marker(folder, stage)
-    return json.loads(marker.read_text()) if marker.is_file() else {}
+    return read_json(_marker(folder, stage))
 
 
 def is_fresh(folder: Path, stage: str, key: str) -> bool:
     """True when the stage finished before with the same key and its notebook is there."""
-    marker = _marker(folder, stage)
-    if not marker.is_file() or not (folder / f"{STAGES[stage]}.ipynb").is_file():
-        return False
-    return json.loads(marker.read_text()).get("key") == key
+    return (folder / f"{STAGES[stage]}.ipynb").is_file() and _read_marker(folder, stage).get("key") == key
 
 
 def reuse_stage(source: Path, target: Path, stage: str, key: str) -> None:
@@ -172,9 +168,9 @@ def reuse_stage(source: Path, target: Path, stage: str, key: str) -> None:
     for name in names:
         if (source / name).exists():
             _link_tree(source / name, target / name)
-    source_manifest = _read_json(source / "manifest.json")
+    source_manifest = read_json(source / "manifest.json")
     manifest_path = target / "manifest.json"
-    manifest = _read_json(manifest_path)
+    manifest = read_json(manifest_path)
     for section in STAGE_MANIFEST_SECTIONS.get(stage, ()):
         if section in source_manifest:
             manifest[section] = source_manifest[section]
@@ -207,9 +203,6 @@ def _remove(path: Path) -> None:
     else:
         path.unlink(missing_ok=True)
 
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def kernel_name() -> str:
@@ -280,7 +273,7 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
     save_config(cfg, resolved)
 
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path)
     manifest.update(experiment=cfg.experiment, params_file=str(params_file), overrides=overrides or {},
                     git=git_state(),
                     started=now(), **environment())
@@ -341,7 +334,7 @@ def run_experiment(params_file: str | Path, stages: Iterable[str] | None = None,
 def _record_stage(manifest_path: Path, stage: str, seconds: float, status: str) -> None:
     """Note a stage's outcome. A skipped ("cached" or "reused") stage keeps the timing of the run
     that made its outputs, so manifest.json always says what the outputs cost."""
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path)
     stages = manifest.setdefault("stages", {})
     if status in ("cached", "reused") and stage in stages:
         stages[stage]["status"] = status

@@ -60,6 +60,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import functools
 import itertools
 import json
 import logging
@@ -79,7 +80,7 @@ import yaml
 from embedtune import paths, runner
 from embedtune.config import ConfigError, build, load_config, parse_override
 from embedtune.context import git_state, now, resolve_run_dir
-from embedtune.io import atomic_write_json, atomic_write_text
+from embedtune.io import atomic_write_json, atomic_write_text, read_json
 from embedtune.runner import run_experiment
 
 log = logging.getLogger(__name__)
@@ -469,7 +470,7 @@ def _run_point(job: dict) -> dict:
 
 
 def _stage_status(folder: Path, stages: list[str]) -> dict[str, str]:
-    manifest = _read_json(folder / "manifest.json").get("stages", {})
+    manifest = read_json(folder / "manifest.json").get("stages", {})
     return {s: manifest[s]["status"] for s in stages if s in manifest}
 
 
@@ -534,7 +535,7 @@ def run_sweep(params_file: str | Path, grid: Mapping[str, list] | None = None, *
     atomic_write_text(base_file, f"# {plan.params_file} without its sweep section; every point of "
                                  f"sweep {plan.name} starts from it\n"
                       + yaml.safe_dump(plan.base, sort_keys=False))
-    before = _read_json(folder / "sweep.json")
+    before = read_json(folder / "sweep.json")
     previous = {p["name"]: p for p in before.get("points", [])}
     summary = _summary(plan, previous)
     todo = []
@@ -632,9 +633,6 @@ def _write_summary(folder: Path, summary: dict) -> None:
     atomic_write_json(folder / "sweep.json", summary)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
 
 def read_summary(sweep_dir: str | Path) -> dict:
     """``sweep.json`` of a sweep folder."""
@@ -710,14 +708,16 @@ def _load_point(entry: dict, sweep_dir: Path) -> PointResult:
     folder = Path(entry["folder"])
     if not folder.is_absolute():
         folder = sweep_dir / folder
-    metrics = _read_json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json")
     per_query = None
     if entry["status"] == "ok" and (folder / "per_query.csv").is_file():
         per_query = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str})
-    version = _read_json(folder / "model" / "version.json")
+    version = read_json(folder / "model" / "version.json")
     train_seconds = version.get("train_seconds", (metrics.get("cost") or {}).get("train_seconds"))
     model = folder / "model"
-    model_bytes = sum(f.stat().st_size for f in model.rglob("*") if f.is_file()) if model.is_dir() else None
+    from embedtune.report import folder_bytes
+
+    model_bytes = folder_bytes(model) or None
     return PointResult(entry["name"], entry["overrides"], entry["status"], entry.get("error"), folder,
                        entry.get("values", entry["overrides"]), metrics, per_query, train_seconds,
                        model_bytes)
@@ -741,6 +741,10 @@ class SweepComparison:
         return [p for p in self.points if p.status == "ok" and p.per_query is not None]
 
     def long(self):
+        return self._long.copy()  # computed once: the inputs are fixed, the statistics seeded
+
+    @functools.cached_property
+    def _long(self):
         """Per-query values of the compared system, one "system" per point (report.py's shape)."""
         import pandas as pd
 
@@ -753,10 +757,14 @@ class SweepComparison:
         return pd.concat(frames, ignore_index=True)
 
     def intervals(self):
+        return self._intervals.copy()  # computed once: the inputs are fixed, the statistics seeded
+
+    @functools.cached_property
+    def _intervals(self):
         """(point, metric) -> mean, low, high: percentile bootstrap over the test queries."""
         from embedtune.report import bootstrap_ci
 
-        long = self.long()
+        long = self._long
         if long.empty:
             import pandas as pd
 
@@ -765,6 +773,10 @@ class SweepComparison:
                             confidence=self.summary["confidence"], seed=self.summary["seed"])
 
     def significance(self):
+        return self._significance.copy()  # computed once: the inputs are fixed, the statistics seeded
+
+    @functools.cached_property
+    def _significance(self):
         """Each point against the baseline point, paired over the queries both answered.
 
         Columns: point, metric, delta (point minus baseline), p_value, p_holm (Holm-adjusted over
@@ -774,7 +786,7 @@ class SweepComparison:
 
         from embedtune.report import paired_p_values
 
-        long = self.long()
+        long = self._long
         rows = []
         if self.baseline in set(long["system"]):
             for metric in self.metrics:
@@ -790,8 +802,8 @@ class SweepComparison:
         """One row per point: varied values, status, quality with intervals, deltas, cost."""
         import pandas as pd
 
-        ci = self.intervals()
-        sig = self.significance().set_index(["point", "metric"])
+        ci = self._intervals
+        sig = self._significance.set_index(["point", "metric"])
         rows = []
         for p in self.points:
             row: dict[str, Any] = {"point": p.name}
@@ -860,7 +872,7 @@ class SweepComparison:
         text += (f" Best nDCG@10: {best} with {row['ndcg@10']:.4f} "
                  f"[{row['ndcg@10 low']:.4f}, {row['ndcg@10 high']:.4f}]")
         if best != self.baseline and not math.isnan(row["ndcg@10 vs baseline"]):
-            sig = self.significance().set_index(["point", "metric"])
+            sig = self._significance.set_index(["point", "metric"])
             p_holm = sig.loc[(best, "ndcg@10"), "p_holm"]
             verdict = "significant" if p_holm < self.summary["max_p"] else "not significant"
             text += (f", {row['ndcg@10 vs baseline']:+.4f} against the baseline "

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -47,7 +48,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 from embedtune import paths
 from embedtune.config import LocalLLMConfig, EndpointConfig, SamplingConfig, FilterConfig, SyntheticConfig, CropConfig  # noqa: F401  (re-exported)
@@ -563,12 +564,18 @@ def content_words(text: str) -> set[str]:
     """Lower-cased, stemmed words of 3+ letters that are not stop words (numbers count)."""
     words = [w for w in _WORD.findall(text.lower())
              if (len(w) >= 3 or w.isdigit()) and w not in STOPWORDS]
+    stemmer = _stemmer()
+    return set(stemmer.stemWords(words)) if stemmer else set(words)
+
+
+@functools.cache
+def _stemmer():
+    """One English Snowball stemmer per process (PyStemmer), or None without it."""
     try:
         import Stemmer
-
-        return set(Stemmer.Stemmer("english").stemWords(words))
     except ImportError:
-        return set(words)
+        return None
+    return Stemmer.Stemmer("english")
 
 
 def degenerate_reason(query: str, passage: str, example_queries: set[str],

@@ -19,8 +19,8 @@ import pandas as pd
 
 from embedtune.context import RunContext, environment, now
 from embedtune.evaluate import Scores, evaluate_runs, metrics_document, paired_significance
-from embedtune.fusion import choose_convex_weight, fuse_runs
-from embedtune.io import atomic_path, atomic_write_json
+from embedtune.fusion import choose_convex_weight, fuse_as_chosen, fuse_runs
+from embedtune.io import atomic_path, atomic_write_json, read_json
 from embedtune.models import resolve_precision
 from embedtune.data import load_beir, relevant_only
 from embedtune.retrieval import DenseIndex, Run, save_run
@@ -140,7 +140,7 @@ def run(ctx: RunContext) -> EvaluationResult:
 
     click_validation = _click_validation(ctx, runs, hybrid_info, model, index, finetuned, ft_index)
 
-    version = _read_json(ctx.run_dir / "model" / "version.json")
+    version = read_json(ctx.run_dir / "model" / "version.json")
     dataset = {
         "name": ds.name,
         "eval_split": cfg.data.eval_split,
@@ -205,11 +205,8 @@ def _click_validation(ctx: RunContext, runs: dict, hybrid_info: dict, model, ind
     for dense in ("generic", "finetuned"):
         name = f"hybrid_{dense}"
         if dense in click_runs and name in hybrid_info:
-            info = hybrid_info[name]
-            hybrid_cfg = cfg.retrieval.hybrid if "bm25_weight" in info else \
-                dataclasses.replace(cfg.retrieval.hybrid, method="rrf")
-            click_runs[name] = fuse_runs(click_runs["bm25"], click_runs[dense], hybrid_cfg,
-                                         bm25_weight=info.get("bm25_weight"), top_k=top_k)
+            click_runs[name] = fuse_as_chosen(click_runs["bm25"], click_runs[dense],
+                                              cfg.retrieval.hybrid, hybrid_info[name], top_k)
     scores = evaluate_runs(qrels, {s: click_runs[s] for s in runs if s in click_runs},
                            ["ndcg@10", "recall@10", "mrr@10", "hit_rate@10"])
     stats = json.loads((ctx.run_dir / "pairs" / "stats.json").read_text()).get("source_details", {})
@@ -239,6 +236,3 @@ def out_of_domain(ctx: RunContext, generic, finetuned) -> dict:
                      "significance": sig}
     return out
 
-
-def _read_json(path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -27,8 +27,8 @@ from embedtune.context import RunContext, now
 from embedtune.index_store import CorpusIndex
 from embedtune.io import atomic_write_json
 from embedtune.models import model_fingerprint
-from embedtune.monitor import (CorpusSnapshot, MonitorLog, check_regression, corpus_drift,
-                               evaluate_version, recommend)
+from embedtune.monitor import (CorpusSnapshot, MonitorLog, Recommendation, check_regression,
+                               corpus_drift, evaluate_version, recommend)
 from embedtune.registry import Registry, registry_dir
 
 
@@ -82,8 +82,7 @@ class MonitorResult:
         rec = self.document["recommendation"]
         if rec is None:
             return "no recommendation (nothing monitored)"
-        head = "Re-train recommended:" if rec["retrain"] else "No re-train needed:"
-        return "\n".join([head, *[f"- {r}" for r in rec["reasons"]]])
+        return Recommendation(**rec).text()
 
     def steps_table(self) -> pd.DataFrame:
         """The scenario's steps with their headline numbers (empty outside the scenario)."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
+from embedtune import plots
 from embedtune.context import RunContext
 from embedtune.io import atomic_path
 from embedtune.negatives import MiningStats, judged_positives, mine
@@ -32,15 +31,7 @@ class NegativesResult:
 
     def plot_scores(self, ax=None):
         """Base-model cosine of positives vs the chosen negatives."""
-        ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-        bins = np.linspace(-0.2, 1.0, 49)
-        ax.hist(self.stats.positive_scores, bins=bins, alpha=0.6, label="positives")
-        ax.hist(self.stats.negative_scores, bins=bins, alpha=0.6, label="hard negatives")
-        ax.set_xlabel("cosine to the query (base model)")
-        ax.set_ylabel("count")
-        ax.legend()
-        ax.set_title("Positives vs mined hard negatives")
-        return ax
+        return plots.score_histograms(self.stats.positive_scores, self.stats.negative_scores, ax=ax)
 
     def examples(self, n: int = 3) -> pd.DataFrame:
         rows = [r for r in self.rows if r["negative_ids"]][:n]

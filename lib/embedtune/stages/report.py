@@ -7,7 +7,6 @@ and ``figures/*.png``. The runner renders the notebook, code hidden, to ``report
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,10 @@ import pandas as pd
 from embedtune import paths, plots
 from embedtune import report as rp
 from embedtune.context import RunContext, now
-from embedtune.io import atomic_path, atomic_write_json
+from embedtune.io import atomic_path, atomic_write_json, read_json
 
 SYSTEM_ORDER = ("bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned")
 
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @dataclass
@@ -206,9 +202,7 @@ FIGURES = {"headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_
 
 def measure_latency(ctx: RunContext, metrics_doc: dict, n_queries: int) -> dict[str, dict]:
     """Time each system answering test queries one at a time (encode + search + fuse)."""
-    import dataclasses
-
-    from embedtune.fusion import fuse_runs
+    from embedtune.fusion import fuse_as_chosen
     from embedtune.models import encode_queries
     from embedtune.retrieval import DenseIndex
     from embedtune.stages import train as train_stage
@@ -232,13 +226,8 @@ def measure_latency(ctx: RunContext, metrics_doc: dict, n_queries: int) -> dict[
         return search
 
     def hybrid_one(dense_search, info):
-        hybrid_cfg = cfg.retrieval.hybrid
-        if "bm25_weight" not in info:
-            hybrid_cfg = dataclasses.replace(hybrid_cfg, method="rrf")
-
         def search(text):
-            return fuse_runs(bm25_one(text), dense_search(text), hybrid_cfg,
-                             bm25_weight=info.get("bm25_weight"), top_k=top_k)
+            return fuse_as_chosen(bm25_one(text), dense_search(text), cfg.retrieval.hybrid, info, top_k)
         return search
 
     systems = {"bm25": bm25_one,
@@ -282,7 +271,7 @@ def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[flo
 def run(ctx: RunContext) -> ReportResult:
     cfg = ctx.cfg
     folder = ctx.run_dir
-    metrics = _read_json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json")
     if not metrics:
         raise FileNotFoundError(f"{folder / 'metrics.json'}: no metrics yet; run the evaluate stage first")
     per_query = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str})
@@ -297,17 +286,17 @@ def run(ctx: RunContext) -> ReportResult:
                          cfg.report.confidence, cfg.seed)
     ci = ci.reindex([(s, m) for s in order for m in metric_names])
 
-    version = _read_json(folder / "model" / "version.json")
+    version = read_json(folder / "model" / "version.json")
     latency_ms = measure_latency(ctx, metrics, cfg.report.latency_queries)
     manifest = ctx.read_manifest()
     cost_stages, cost = rp.cost_table(manifest, metrics, version, cfg.report, folder / "model",
                                       latency_ms)
     result = ReportResult(
-        run_dir=folder, metrics=metrics, decision=_read_json(folder / "decision.json"),
+        run_dir=folder, metrics=metrics, decision=read_json(folder / "decision.json"),
         per_query=per_query, ci=ci, cost_stages=cost_stages, cost=cost, version=version,
-        training_log=_read_json(folder / "model" / "training_log.json"),
-        negatives=_read_json(folder / "negatives" / "stats.json"),
-        pairs=_read_json(folder / "pairs" / "stats.json"),
+        training_log=read_json(folder / "model" / "training_log.json"),
+        negatives=read_json(folder / "negatives" / "stats.json"),
+        pairs=read_json(folder / "pairs" / "stats.json"),
         negative_scores=negative_scores(ctx),
     )
     wins = None
