@@ -159,6 +159,7 @@ class EvaluateConfig:
     systems: tuple[str, ...] = ("bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned")
     stat_test: Literal["student", "fisher"] = "student"  # ranx paired test: t-test or randomization
     max_p: float = 0.05  # significance level for markers
+    dims: tuple[int, ...] = ()  # also score generic and finetuned with embeddings cut to these dims (Matryoshka)
     comparisons: tuple[str, ...] = (
         "generic_vs_bm25",
         "hybrid_generic_vs_generic",
@@ -177,6 +178,7 @@ class ReportConfig:
     bootstrap_samples: int = 2000  # resamples of the test queries for confidence intervals
     confidence: float = 0.95
     latency_queries: int = 100  # queries timed one at a time per system for p50/p95 latency
+    compare_with: tuple[str, ...] = ()  # other experiments (results/<name>) scored on the same test queries
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ class CropConfig:
 @dataclass(frozen=True)
 class SimulatorConfig:
     model: Literal["position", "cascade"] = "position"  # position-based (PBM) or cascade click model
+    ranker: Literal["generic", "bm25"] = "generic"  # the ranking users were shown: the base model's or BM25's
     sessions_per_query: int = 10  # impressions simulated per query
     depth: int = 10  # documents shown per impression
     eta: float = 1.0  # position-based: P(examine rank r) = (1 / r) ** eta

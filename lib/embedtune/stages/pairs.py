@@ -73,7 +73,7 @@ def run(ctx: RunContext) -> PairsResult:
     stats = {
         "train_queries": len({r["query_id"] for r in rows}),
         "train_pairs": len(rows),
-        "train_pairs_before_subsample": n_all,
+        "gold_pairs_before_caps": n_all,  # gold pairs of the train queries, before the caps
         "max_pairs_per_query": cfg.pairs.max_pairs_per_query,
         "dev_queries": len(dev_qrels),
         "test_queries": len(splits.test),
@@ -130,7 +130,8 @@ def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[d
     """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both).
 
     A real log is read from ``clicks.path``; with ``clicks.simulate`` a log is simulated from
-    the qrels and BM25's ranking: train queries for training clicks, dev queries for validation.
+    the qrels and the ranking users were shown (``clicks.simulator.ranker``: the generic
+    model's or BM25's): train queries for training clicks, dev queries for validation.
     """
     from embedtune import clicks
 
@@ -144,8 +145,10 @@ def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[d
         qrels = ({} if cfg.clicks.use == "validate" else train_qrels) | \
                 ({} if cfg.clicks.use == "train" else dev_qrels)
         queries = {q: ds.queries[q] for q in qrels}
-        impressions = clicks.simulate_clicks(qrels, ctx.bm25.search(queries, cfg.clicks.simulator.depth),
-                                             queries, cfg.clicks.simulator, cfg.seed)
+        depth = cfg.clicks.simulator.depth
+        shown = (ctx.bm25.search(queries, depth) if cfg.clicks.simulator.ranker == "bm25"
+                 else ctx.generic_index.search(ctx.base_model, queries, cfg.model, depth))
+        impressions = clicks.simulate_clicks(qrels, shown, queries, cfg.clicks.simulator, cfg.seed)
         train_ids, val_ids = set(train_qrels), set(dev_qrels)
     else:
         raise ValueError("pairs.sources has clicks but there is no clicks.path and clicks.simulate is off")
