@@ -174,9 +174,11 @@ def read_gold(path: str | Path, corpus: dict[str, dict[str, str]], queries: dict
                 grade_cell = cells[2] if len(cells) == 3 else ""
                 qid_cell, text_cell = (query_cell, "") if query_cell in queries else ("", query_cell)
             else:
-                if len(cells) < len(rows[0][1]) and len(cells) <= max(cols.values()):
-                    raise ValueError(f"expected {max(cols.values()) + 1} columns, got {len(cells)}")
-                get = lambda name: cells[cols[name]].strip() if name in cols else ""  # noqa: E731
+                short = [n for n in ("query_id", "query", "doc_id") if n in cols and cols[n] >= len(cells)]
+                if short:  # a missing grade cell is a row without a grade; any other is an error
+                    raise ValueError(f"expected {max(cols[n] for n in short) + 1} columns, got {len(cells)}")
+                get = lambda name: (cells[cols[name]].strip()  # noqa: E731
+                                    if name in cols and cols[name] < len(cells) else "")
                 qid_cell, text_cell, doc_cell, grade_cell = (get("query_id"), get("query"),
                                                              get("doc_id"), get("grade"))
             if qid_cell and qid_cell in queries:

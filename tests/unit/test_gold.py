@@ -179,3 +179,12 @@ def test_apply_gold_merges_files_in_order(tiny_beir, tmp_path):
     assert merged.qrels["test"] == ds.qrels["test"] and list(stats) == [str(first), str(second)]
     with pytest.raises(G.GoldError, match="not found"):
         G.apply_gold(ds, G.GoldConfig(files=(str(tmp_path / "missing.tsv"),)))
+
+
+def test_short_rows_are_reported_and_a_missing_grade_cell_is_no_grade(tmp_path):
+    path = write(tmp_path, "g.tsv", "query_id\tdoc_id\tgrade\nq1\n\nq2\td2\nq1\td1\t2\n")
+    with pytest.raises(G.GoldError) as info:  # the first data row is the short one
+        G.read_gold(path, CORPUS, QUERIES)
+    assert ":2: expected 2 columns, got 1" in str(info.value) and "1 bad line(s)" in str(info.value)
+    path = write(tmp_path, "ok.tsv", "query_id\tdoc_id\tgrade\nq2\td2\nq1\td1\t2\n")
+    assert G.read_gold(path, CORPUS, QUERIES).qrels == {"q2": {"d2": 1}, "q1": {"d1": 2}}
