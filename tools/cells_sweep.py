@@ -43,6 +43,12 @@ SWEEP_COMPARE = [
            "one baseline, `p_holm` is Holm-adjusted over the points; `significant` uses it."),
     ("code", "cmp.significance().style.format({'delta': '{:+.4f}', 'p_value': '{:.3g}', 'p_holm': '{:.3g}'})"
              ".hide(axis='index')"),
+    ("md", "## At truncated dimensions\n\n"
+           "With `evaluate.dims` set, each point's models are also scored with their embeddings cut "
+           "to the first *d* dimensions and renormalised (an index full/*d* times smaller): what "
+           "Matryoshka training is for. The generic rows are the same base model in every point."),
+    ("code", "cuts = cmp.truncated()\n"
+             "cuts.style.format('{:.4f}') if len(cuts) else Markdown('No point was scored at truncated dimensions.')"),
     ("md", "## Points that did not finish"),
     ("code", "failures = cmp.failures()\n"
              "failures.style.hide(axis='index') if len(failures) else Markdown('Every point finished.')"),

@@ -953,6 +953,30 @@ class SweepComparison:
         fig.tight_layout()
         return fig
 
+    def truncated(self, metric: str = "ndcg@10"):
+        """``metric`` of each point's fine-tuned and generic model at the full dimension and at
+        every ``evaluate.dims`` cut (Matryoshka evaluation); empty when no point has cuts."""
+        import pandas as pd
+
+        rows = []
+        for p in self.ok:
+            cuts = p.metrics.get("truncated") or {}
+            if not cuts:
+                continue
+            full = p.metrics["cost"].get("embedding_dim", "full")
+            for system in ("finetuned", "generic"):
+                row = {"point": p.name, "system": system,
+                       str(full): (p.metrics["systems"].get(system) or {}).get(metric, math.nan)}
+                row.update({dim: (block.get(system) or {}).get(metric, math.nan) for dim, block in cuts.items()})
+                rows.append(row)
+        if not rows:
+            return pd.DataFrame()
+        table = pd.DataFrame(rows).set_index(["point", "system"])
+        ordered = sorted(table.columns, key=lambda c: -int(c) if str(c).isdigit() else 0)
+        table = table[ordered]
+        table.columns = [f"{metric} @{c}" for c in ordered]
+        return table
+
     def _generic(self, metrics: list[str]) -> dict:
         point = next((p for p in self.ok if p.name == self.baseline), None) or (self.ok[0] if self.ok else None)
         if point is None or self.system == "generic":

@@ -54,6 +54,12 @@ def test_metrics_json_follows_the_contract(smoke_run):
         assert 0.0 <= doc["significance"][name]["ndcg@10"]["p_value"] <= 1.0
     assert 0.0 <= doc["hybrid"]["hybrid_generic"]["bm25_weight"] <= 1.0
     assert doc["cost"]["device"] == "cpu" and doc["cost"]["train_seconds"] > 0
+    cuts = doc["truncated"]
+    assert set(cuts) == {"384", "128"} and cuts["128"]["index_bytes"] == cuts["384"]["index_bytes"] // 3
+    for system in ("generic", "finetuned"):  # a cut at the full dimension changes nothing
+        assert cuts["384"][system]["ndcg@10"] == pytest.approx(doc["systems"][system]["ndcg@10"], abs=1e-6)
+        assert 0.0 < cuts["128"][system]["ndcg@10"] <= 1.0
+    assert 0.0 <= cuts["128"]["significance"]["finetuned_vs_generic"]["ndcg@10"]["p_value"] <= 1.0
 
 
 def test_every_stage_left_its_outputs(smoke_run):

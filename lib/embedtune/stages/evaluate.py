@@ -139,6 +139,8 @@ def run(ctx: RunContext) -> EvaluationResult:
         timings["ood_seconds"] = time.perf_counter() - start
 
     click_validation = _click_validation(ctx, runs, hybrid_info, model, index, finetuned, ft_index)
+    dense_models = {"generic": (model, index)} | ({"finetuned": (finetuned, ft_index)} if finetuned else {})
+    truncated = truncated_dims(ctx, test_q, splits.test, dense_models, cfg.evaluate.dims)
 
     version = read_json(ctx.run_dir / "model" / "version.json")
     dataset = {
@@ -164,6 +166,8 @@ def run(ctx: RunContext) -> EvaluationResult:
     extra = {"hybrid": hybrid_info, "stat_test": cfg.evaluate.stat_test, "created": now()}
     if click_validation:
         extra["click_validation"] = click_validation
+    if truncated:
+        extra["truncated"] = truncated
     if version:
         extra["finetuned_model"] = {k: version[k] for k in ("version", "loss", "steps", "examples")}
     doc = metrics_document(cfg.experiment, dataset, cfg.model.name, scores, significance, cost,
@@ -212,6 +216,48 @@ def _click_validation(ctx: RunContext, runs: dict, hybrid_info: dict, model, ind
     stats = json.loads((ctx.run_dir / "pairs" / "stats.json").read_text()).get("source_details", {})
     return {"n_queries": scores.n_queries, "simulated": stats.get("clicks", {}).get("simulated"),
             "systems": {k: {m: round(v, 6) for m, v in vals.items()} for k, vals in scores.mean.items()}}
+
+
+def truncated_dims(ctx: RunContext, queries: dict[str, str], qrels: dict,
+                   dense: dict[str, tuple], dims: tuple[int, ...]) -> dict:
+    """Each dense system with its embeddings cut to the first ``d`` dimensions and renormalised,
+    as a Matryoshka-trained model is meant to be served small (an index ``full / d`` times smaller).
+
+    Returns ``{"<d>": {"generic": {metric: value}, "finetuned": {...}, "index_bytes": n,
+    "significance": {"finetuned_vs_generic": ...}}}``; empty when ``dims`` is.
+    """
+    import numpy as np
+
+    cfg = ctx.cfg
+    qids = list(queries)
+    out = {}
+    for dim in sorted(dims, reverse=True):
+        runs = {}
+        for label, (model, index) in dense.items():
+            full = index.embeddings.shape[1]
+            if not 0 < dim <= full:
+                raise ValueError(f"evaluate.dims: {dim} is not between 1 and the model's dimension {full}")
+            docs = _cut(index.embeddings, dim)
+            small = dataclasses.replace(index, embeddings=docs)
+            q_emb = _cut(ctx.embed_queries(model, [queries[q] for q in qids]), dim)
+            idx, scores = small.search_embeddings(q_emb, cfg.retrieval.top_k)
+            runs[label] = {q: {small.doc_ids[j]: float(v) for j, v in zip(idx[i], scores[i]) if j >= 0}
+                           for i, q in enumerate(qids)}
+        scored = evaluate_runs(qrels, runs, ["ndcg@10", "recall@10", "recall@100"])
+        block = {k: {m: round(v, 6) for m, v in vals.items()} for k, vals in scored.mean.items()}
+        block["index_bytes"] = int(len(index.doc_ids) * dim * np.dtype(np.float32).itemsize)
+        if {"generic", "finetuned"} <= set(runs):
+            block["significance"] = paired_significance(scored, ["finetuned_vs_generic"], ["ndcg@10"],
+                                                        cfg.evaluate.stat_test, cfg.seed)
+        out[str(dim)] = block
+    return out
+
+
+def _cut(embeddings, dim: int):
+    import numpy as np
+
+    cut = np.ascontiguousarray(embeddings[:, :dim], dtype=np.float32)
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 
 
 def out_of_domain(ctx: RunContext, generic, finetuned) -> dict:
