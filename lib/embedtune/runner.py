@@ -113,6 +113,15 @@ def _dataset_fingerprint(name: str) -> str:
     return digest.hexdigest()
 
 
+def _unused_sections(cfg) -> set[str]:
+    """Training-data sections that ``pairs.sources`` does not use: they stay out of the keys, so
+    changing, say, ``synthetic.max_docs`` never re-runs a gold-only experiment's stages."""
+    sources = set(cfg.pairs.sources)
+    used = {"synthetic": "synthetic" in sources, "crop": bool(sources & {"ict", "crop"}),
+            "clicks": "clicks" in sources or bool(cfg.clicks.path) or cfg.clicks.simulate}
+    return {section for section, is_used in used.items() if not is_used}
+
+
 def stage_keys(cfg) -> dict[str, str]:
     """Cache key of every stage (see STAGE_SECTIONS and STAGE_INPUTS)."""
     from embedtune import __version__
@@ -121,9 +130,11 @@ def stage_keys(cfg) -> dict[str, str]:
     base = json.dumps({k: plain.get(k) for k in BASE_SECTIONS}, sort_keys=True)
     common = f"{__version__}|{_dataset_fingerprint(cfg.data.dataset)}|{base}"
     keys: dict[str, str] = {}
+    unused = _unused_sections(cfg)
     for stage in STAGES:  # DESIGN order: every input stage comes first
         digest = hashlib.sha256(common.encode())
-        digest.update(json.dumps({k: plain.get(k) for k in STAGE_SECTIONS[stage]}, sort_keys=True).encode())
+        sections = [k for k in STAGE_SECTIONS[stage] if k not in unused]
+        digest.update(json.dumps({k: plain.get(k) for k in sections}, sort_keys=True).encode())
         notebook = paths.notebooks_dir() / f"{STAGES[stage]}.ipynb"
         if notebook.is_file():
             digest.update(sha256_file(notebook).encode())

@@ -431,3 +431,31 @@ def test_cli_reports_failed_points_with_exit_code_1(tiny_params, tmp_path, monke
 def test_cli_refuses_a_bad_grid_with_exit_code_2(capsys):
     assert sweep.run_cli(_cli(["sweep", str(SMOKE), "--grid", "train.loss=mnrl,infonce"])) == 2
     assert "'infonce' is not one of" in capsys.readouterr().err
+
+
+def test_truncated_table_lists_each_point_at_full_and_cut_dimensions(tmp_path):
+    folder = _sweep_folder(tmp_path, {"n=100": ("ok", [1.0, 0.0], [0.5] * 2),
+                                      "n=1000": ("ok", [1.0, 1.0], [0.5] * 2)},
+                           {"n=100": 100, "n=1000": 1000})
+    assert sweep.load_comparison(folder).truncated().empty  # no point was cut
+    metrics = json.loads((folder / "n=1000" / "metrics.json").read_text())
+    metrics["cost"]["embedding_dim"] = 384
+    metrics["truncated"] = {"128": {"finetuned": {"ndcg@10": 0.9}, "generic": {"ndcg@10": 0.4}},
+                            "64": {"finetuned": {"ndcg@10": 0.8}, "generic": {"ndcg@10": 0.3}}}
+    (folder / "n=1000" / "metrics.json").write_text(json.dumps(metrics))
+    table = sweep.load_comparison(folder).truncated()
+    assert list(table.columns) == ["ndcg@10 @384", "ndcg@10 @128", "ndcg@10 @64"]
+    assert list(table.index) == [("n=1000", "finetuned"), ("n=1000", "generic")]
+    assert table.loc[("n=1000", "finetuned")].tolist() == [1.0, 0.9, 0.8]
+    assert table.loc[("n=1000", "generic")].tolist() == [0.5, 0.4, 0.3]
+
+
+def test_stage_keys_ignore_the_sections_of_unused_training_sources():
+    keys = lambda **o: runner.stage_keys(load_config(SMOKE, o))  # noqa: E731
+    gold = keys()
+    assert keys(**{"synthetic.max_docs": 7, "clicks.simulator.eta": 2.0, "crop.max_docs": 3}) == gold
+    used = keys(**{"pairs.sources": ["gold", "synthetic"]})
+    assert used["pairs"] != gold["pairs"] and used["train"] != gold["train"]
+    assert keys(**{"pairs.sources": ["gold", "synthetic"], "synthetic.max_docs": 7})["pairs"] != used["pairs"]
+    assert keys(**{"clicks.simulate": True})["pairs"] != gold["pairs"]  # simulated clicks validate
+    assert keys(**{"train.epochs": 2})["pairs"] == gold["pairs"]
