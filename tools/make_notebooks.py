@@ -149,7 +149,16 @@ NOTEBOOKS = {
         ("code", "display(r.sources_table())\n"
                  "clicks = r.clicks_table()\n"
                  "if not clicks.empty:\n"
-                 "    display(clicks.style.format('{:.4f}').set_caption(clicks.attrs['caption']))"),
+                 "    display(clicks.style.format({c: '{:.4f}' for c in clicks.columns if 'rank' not in c})\n"
+                 "            .set_caption(clicks.attrs['caption']))"),
+        ("md", "## Against other runs\n\nWhen `report.compare_with` names other experiments on the "
+               "same test queries (e.g. gold against generated training queries), each system's "
+               "nDCG@10 here and there, with a paired test on the shared queries."),
+        ("code", "for name, table in r.comparison_tables().items():\n"
+                 "    display(table.style.format({c: '{:.4f}' for c in ('here', 'there', 'delta', 'p_value')})\n"
+                 "            .set_caption(f'this run ({r.summary[\"experiment\"]}) against {name}'))\n"
+                 "if not r.comparisons:\n"
+                 "    print('report.compare_with names no other run')"),
         ("md", "## Hard negatives\n\n"
                "Candidates per source and what the false-negative guard removed; the cosine of "
                "positives and kept negatives under the base model."),

@@ -64,8 +64,6 @@ def paired_p_values(per_query: pd.DataFrame, metric: str, against: str,
     ``student`` is the paired t-test and ``fisher`` a paired randomization test, the two tests
     ranx offers for ``evaluate.stat_test``; scipy runs them here on per-query values.
     """
-    from scipy.stats import permutation_test, ttest_rel
-
     table = wide(per_query, metric)
     out = {}
     if against not in table:
@@ -74,18 +72,62 @@ def paired_p_values(per_query: pd.DataFrame, metric: str, against: str,
         if system == against:
             continue
         pair = table[[system, against]].dropna()
-        a, b = pair[system].to_numpy(), pair[against].to_numpy()
-        delta = float((a - b).mean())
-        if np.allclose(a, b):
-            out[system] = (delta, 1.0)
-            continue
-        if test == "fisher":
-            p = permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
-                                 n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
-        else:
-            p = ttest_rel(a, b).pvalue
-        out[system] = (delta, float(p))
+        out[system] = paired_test(pair[system].to_numpy(), pair[against].to_numpy(), test)
     return out
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, test: str = "student") -> tuple[float, float]:
+    """(mean of a - b, two-sided p) over paired per-query values: t-test or randomization test."""
+    from scipy.stats import permutation_test, ttest_rel
+
+    delta = float((a - b).mean())
+    if np.allclose(a, b):
+        return delta, 1.0
+    if test == "fisher":
+        p = permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
+                             n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
+    else:
+        p = ttest_rel(a, b).pvalue
+    return delta, float(p)
+
+
+def compare_runs(here: pd.DataFrame, there: pd.DataFrame, metric: str = "ndcg@10",
+                 test: str = "student") -> pd.DataFrame:
+    """Each system of two runs on the queries both scored: means, delta (here - there), paired p.
+
+    Two experiments on the same test split (e.g. cranfield with generated training queries against
+    cranfield with gold ones) score the same queries; ``queries`` says how many were shared, and
+    ``only_here`` / ``only_there`` how many were not (both 0 when the test sets are the same).
+    """
+    a, b = wide(here, metric), wide(there, metric)
+    common = a.index.intersection(b.index)
+    rows = []
+    for system in [s for s in a.columns if s in b.columns]:
+        pair = pd.concat([a.loc[common, system], b.loc[common, system]], axis=1).dropna()
+        x, y = pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy()
+        delta, p = paired_test(x, y, test) if len(pair) > 1 else (float("nan"), float("nan"))
+        rows.append({"system": system, "queries": len(pair), "here": float(x.mean()),
+                     "there": float(y.mean()), "delta": delta, "p_value": p,
+                     "only_here": len(a.index.difference(b.index)),
+                     "only_there": len(b.index.difference(a.index))})
+    return pd.DataFrame(rows).set_index("system") if rows else pd.DataFrame()
+
+
+def rank_agreement(first: dict[str, float], second: dict[str, float]) -> dict:
+    """Do two evaluations order the same systems alike? Kendall's tau and the two orders.
+
+    Used to read a click validation set beside the gold test set: tau = 1 is the same order.
+    """
+    from scipy.stats import kendalltau
+
+    systems = [s for s in first if s in second]
+    order_first = sorted(systems, key=lambda s: -first[s])
+    order_second = sorted(systems, key=lambda s: -second[s])
+    tau = (float(kendalltau([first[s] for s in systems], [second[s] for s in systems]).statistic)
+           if len(systems) > 1 else float("nan"))
+    return {"systems": len(systems), "kendall_tau": tau, "same_order": order_first == order_second,
+            "same_best": bool(systems) and order_first[0] == order_second[0],
+            "order_first": order_first, "order_second": order_second}
 
 
 def quality_table(ci: pd.DataFrame, per_query: pd.DataFrame, metrics: list[str],

@@ -81,3 +81,24 @@ def test_results_index_lists_every_report(tmp_path):
     (tmp_path / "exp" / "report.json").write_text(json.dumps(summary))
     text = rp.results_index(tmp_path)
     assert "| exp | 10 | skip | 0.500 [0.400, 0.600] (0.700) | - | - | +0.010, p = 0.5 | [report](exp/report.html) |" in text
+
+
+def test_compare_runs_pairs_the_shared_queries_and_counts_the_rest():
+    rng = np.random.default_rng(2)
+    base = rng.random(100)
+    here = per_query({"finetuned": list(np.clip(base + 0.1, 0, 1)), "bm25": list(base)})
+    there = per_query({"finetuned": list(base), "bm25": list(base)})
+    there = there[there["query_id"] != "q0"]  # one query only here
+    table = rp.compare_runs(here, there)
+    assert table.loc["finetuned", "queries"] == 99
+    assert table.loc["finetuned", "only_here"] == 1 and table.loc["finetuned", "only_there"] == 0
+    assert table.loc["finetuned", "delta"] > 0.05 and table.loc["finetuned", "p_value"] < 0.001
+    assert table.loc["bm25", "delta"] == 0 and table.loc["bm25", "p_value"] == 1.0
+
+
+def test_rank_agreement():
+    same = rp.rank_agreement({"a": 0.5, "b": 0.4, "c": 0.1}, {"a": 0.9, "b": 0.3, "c": 0.2})
+    assert same["same_order"] and same["kendall_tau"] == pytest.approx(1.0)
+    swapped = rp.rank_agreement({"a": 0.5, "b": 0.4, "c": 0.1}, {"a": 0.1, "b": 0.4, "c": 0.5, "d": 1})
+    assert swapped["systems"] == 3 and not swapped["same_best"]
+    assert swapped["kendall_tau"] == pytest.approx(-1.0)

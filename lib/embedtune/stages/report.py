@@ -37,6 +37,7 @@ class ReportResult:
     negatives: dict
     pairs: dict
     negative_scores: dict[str, list[float]] = field(default_factory=dict)
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
@@ -74,15 +75,32 @@ class ReportResult:
         sources = self.pairs.get("sources", {})
         return pd.DataFrame({"pairs": sources}) if sources else pd.DataFrame()
 
-    def clicks_table(self) -> pd.DataFrame:
-        """Every system on the click validation set (when 01_pairs made one), beside test."""
+    def clicks_table(self, metric: str = "ndcg@10") -> pd.DataFrame:
+        """Every system on the click validation set (when 01_pairs made one), beside test, with
+        each set's rank of the systems and whether the two orders agree (Kendall's tau)."""
         block = self.metrics.get("click_validation")
         if not block:
             return pd.DataFrame()
-        frame = pd.DataFrame(block["systems"]).T
-        frame.attrs["caption"] = (f"{block['n_queries']} click-validation queries"
-                                  + (" (simulated clicks)" if block.get("simulated") else ""))
-        return frame
+        clicked = pd.DataFrame(block["systems"]).T
+        test = pd.Series({s: v[metric] for s, v in self.metrics["systems"].items()})
+        frame = pd.DataFrame({f"clicks {metric}": clicked[metric], f"test {metric}": test}).dropna()
+        frame["clicks rank"] = frame[f"clicks {metric}"].rank(ascending=False, method="min").astype(int)
+        frame["test rank"] = frame[f"test {metric}"].rank(ascending=False, method="min").astype(int)
+        agreement = rp.rank_agreement(frame[f"clicks {metric}"].to_dict(),
+                                      frame[f"test {metric}"].to_dict())
+        frame.attrs["caption"] = (
+            f"{block['n_queries']} click-validation queries"
+            + (" (simulated clicks)" if block.get("simulated") else "")
+            + f" beside {self.metrics['dataset']['n_queries']} gold test queries: Kendall's tau "
+            f"{agreement['kendall_tau']:.2f}; "
+            + ("the same order" if agreement["same_order"] else
+               "the same best system, another order" if agreement["same_best"] else
+               "a different best system"))
+        return frame.sort_values("test rank")
+
+    def comparison_tables(self) -> dict[str, pd.DataFrame]:
+        """This run against each run in ``report.compare_with``, query by query (nDCG@10)."""
+        return self.comparisons
 
     def negatives_table(self) -> pd.DataFrame:
         keys = ["candidates", "removed_judged_positive", "removed_margin", "kept"]
@@ -268,6 +286,35 @@ def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[flo
     return {"positive": pos, "negative": neg}
 
 
+def compare_with(folder: Path, per_query: pd.DataFrame, names: tuple[str, ...],
+                 test: str = "student") -> dict[str, pd.DataFrame]:
+    """nDCG@10 of this run's systems against other runs' on the shared test queries.
+
+    ``names`` are experiment names (folders beside this run's) or paths to run folders.
+
+    Raises:
+        FileNotFoundError: a named run has no ``per_query.csv`` (run its evaluate stage first).
+    """
+    out = {}
+    for name in names:
+        other = Path(name) if Path(name).is_absolute() else folder.parent / name
+        path = other / "per_query.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"report.compare_with: {path} not found; run "
+                                    f"'embedtune run params/{Path(name).name}.yaml' first")
+        out[Path(name).name] = rp.compare_runs(per_query, pd.read_csv(path, dtype={"query_id": str}),
+                                               "ndcg@10", test)
+    return out
+
+
+def _click_agreement(metrics: dict, metric: str = "ndcg@10") -> dict | None:
+    block = metrics.get("click_validation")
+    if not block:
+        return None
+    return rp.rank_agreement({s: v[metric] for s, v in block["systems"].items()},
+                             {s: v[metric] for s, v in metrics["systems"].items()})
+
+
 def run(ctx: RunContext) -> ReportResult:
     cfg = ctx.cfg
     folder = ctx.run_dir
@@ -298,6 +345,7 @@ def run(ctx: RunContext) -> ReportResult:
         negatives=read_json(folder / "negatives" / "stats.json"),
         pairs=read_json(folder / "pairs" / "stats.json"),
         negative_scores=negative_scores(ctx),
+        comparisons=compare_with(folder, per_query, cfg.report.compare_with, cfg.evaluate.stat_test),
     )
     wins = None
     if {"finetuned", "generic"} <= set(per_query["system"]):
@@ -315,6 +363,9 @@ def run(ctx: RunContext) -> ReportResult:
         "finetuned_vs_generic": metrics.get("significance", {}).get("finetuned_vs_generic", {}),
         "win_loss_finetuned_vs_generic": wins,
         "cost": cost,
+        "click_agreement": _click_agreement(metrics),
+        "compared_with": {name: table.reset_index().to_dict(orient="records")
+                          for name, table in result.comparisons.items()},
         "evaluate": {"max_p": cfg.evaluate.max_p, "stat_test": cfg.evaluate.stat_test},
         "confidence": cfg.report.confidence,
         "bootstrap_samples": cfg.report.bootstrap_samples,
