@@ -261,6 +261,21 @@ def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_d
     return frame, summary
 
 
+def refresh_results_index(folder: Path, depth: int = 1) -> None:
+    """Rewrite ``results/README.md`` when ``folder`` lies ``depth`` levels under this project's
+    results folder (an experiment: 1; a sweep: 2); anywhere else (tests, --run-dir) do nothing."""
+    from embedtune import paths
+    from embedtune.io import atomic_path
+
+    results = paths.results_dir().resolve()
+    parent = Path(folder).resolve()
+    for _ in range(depth):
+        parent = parent.parent
+    if parent == results:
+        with atomic_path(results / "README.md") as tmp:
+            tmp.write_text(results_index(results))
+
+
 def results_index(results: Path) -> str:
     """``results/README.md``: every experiment that has a report, with its headline numbers."""
     import json

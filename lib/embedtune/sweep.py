@@ -668,13 +668,9 @@ def render_comparison(sweep_dir: str | Path, progress: bool = False) -> dict:
         raise
     os.replace(tmp, out)
     runner.to_html(out, folder / "compare.html", hide_code=True)
-    results = paths.results_dir().resolve()
-    if folder.parent.parent == results:  # a sweep of this project's experiment: list it in the index
-        from embedtune.io import atomic_path
-        from embedtune.report import results_index
+    from embedtune.report import refresh_results_index
 
-        with atomic_path(results / "README.md") as index:
-            index.write_text(results_index(results))
+    refresh_results_index(folder, depth=2)  # a sweep of this project's experiment: list it
     return {"status": "ok", "html": str(folder / "compare.html"), "finished": now()}
 
 

@@ -231,15 +231,17 @@ def truncated_dims(ctx: RunContext, queries: dict[str, str], qrels: dict,
     cfg = ctx.cfg
     qids = list(queries)
     out = {}
+    if not dims:
+        return out
+    q_full = {label: ctx.embed_queries(model, [queries[q] for q in qids]) for label, (model, _) in dense.items()}
     for dim in sorted(dims, reverse=True):
         runs = {}
-        for label, (model, index) in dense.items():
+        for label, (_, index) in dense.items():
             full = index.embeddings.shape[1]
             if not 0 < dim <= full:
                 raise ValueError(f"evaluate.dims: {dim} is not between 1 and the model's dimension {full}")
-            docs = _cut(index.embeddings, dim)
-            small = dataclasses.replace(index, embeddings=docs)
-            q_emb = _cut(ctx.embed_queries(model, [queries[q] for q in qids]), dim)
+            small = dataclasses.replace(index, embeddings=_cut(index.embeddings, dim))
+            q_emb = _cut(q_full[label], dim)
             idx, scores = small.search_embeddings(q_emb, cfg.retrieval.top_k)
             runs[label] = {q: {small.doc_ids[j]: float(v) for j, v in zip(idx[i], scores[i]) if j >= 0}
                            for i, q in enumerate(qids)}

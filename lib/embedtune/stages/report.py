@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from embedtune import paths, plots
+from embedtune import plots
 from embedtune import report as rp
 from embedtune.context import RunContext, now
 from embedtune.io import atomic_path, atomic_write_json, read_json
@@ -86,8 +86,7 @@ class ReportResult:
         frame = pd.DataFrame({f"clicks {metric}": clicked[metric], f"test {metric}": test}).dropna()
         frame["clicks rank"] = frame[f"clicks {metric}"].rank(ascending=False, method="min").astype(int)
         frame["test rank"] = frame[f"test {metric}"].rank(ascending=False, method="min").astype(int)
-        agreement = rp.rank_agreement(frame[f"clicks {metric}"].to_dict(),
-                                      frame[f"test {metric}"].to_dict())
+        agreement = _click_agreement(self.metrics, metric)
         frame.attrs["caption"] = (
             f"{block['n_queries']} click-validation queries"
             + (" (simulated clicks)" if block.get("simulated") else "")
@@ -372,8 +371,5 @@ def run(ctx: RunContext) -> ReportResult:
         "created": now(),
     }
     atomic_write_json(folder / "report.json", result.summary)
-    results = paths.results_dir().resolve()
-    if folder.resolve().parent == results:  # an experiment of this project: refresh the index
-        with atomic_path(results / "README.md") as tmp:
-            tmp.write_text(rp.results_index(results))
+    rp.refresh_results_index(folder)
     return result
