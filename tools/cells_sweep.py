@@ -37,6 +37,18 @@ SWEEP_COMPARE = [
            "Error bars: the bootstrap intervals above. One line per combination of the other "
            "swept keys; the dashed line is the generic model, not fine-tuned."),
     ("code", "cmp.plot();"),
+    ("md", "## Across seeds\n\n"
+           "When the sweep varies `seed` (the seed draws the training subsample and the training "
+           "order), the points that differ only in it form a group. *mean*, *sd*, *min*, *max*: "
+           "of the points' nDCG@10; *vs generic*: each test query's nDCG@10 averaged over the "
+           "group's seeds, minus the generic model's, paired over the queries, with `p_holm` "
+           "Holm-adjusted over the groups. One seed per group leaves *sd* empty and the test is "
+           "that one model's."),
+    ("code", "seeds = cmp.over_seeds('ndcg@10')\n"
+             "(seeds.style.format({'mean': '{:.4f}', 'sd': '{:.4f}', 'min': '{:.4f}', 'max': '{:.4f}',\n"
+             "                     'generic': '{:.4f}', 'vs generic': '{:+.4f}', 'p_value': '{:.3g}',\n"
+             "                     'p_holm': '{:.3g}'}, na_rep='').hide(axis='index')\n"
+             " if len(seeds) else Markdown('This sweep does not vary the seed.'))"),
     ("md", "## Significance against the baseline point\n\n"
            "Paired over the test queries both points answered (`evaluate.stat_test`: `student` is "
            "the paired t-test, `fisher` a randomization test). With several points tested against "

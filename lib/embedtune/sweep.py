@@ -980,6 +980,55 @@ class SweepComparison:
         table.columns = [f"{metric} @{c}" for c in ordered]
         return table
 
+    def over_seeds(self, metric: str = "ndcg@10"):
+        """The finished points grouped by every varied key but ``seed``: what the seed moves.
+
+        One row per group: the seeds it has, the mean, standard deviation, lowest and highest of
+        the points' means, and the seed-averaged fine-tuning against the generic model: each test
+        query's ``metric`` averaged over the group's seeds, paired against the generic model's on
+        the same queries (``stat_test``), with ``p_holm`` Holm-adjusted over the groups. Empty
+        unless ``seed`` is one of the varied keys.
+        """
+        import pandas as pd
+
+        from embedtune.report import paired_test
+
+        if "seed" not in self.summary["varied"]:
+            return pd.DataFrame()
+        others = [k for k in self.summary["varied"] if k != "seed"]
+        groups: dict[tuple, list[PointResult]] = {}
+        for p in self.ok:
+            groups.setdefault(tuple(label(p.values.get(k)) for k in others), []).append(p)
+        x_key = self.summary.get("x")
+        if x_key in others and all(isinstance(p.values.get(x_key), (int, float)) for p in self.ok):
+            position = others.index(x_key)
+            groups = dict(sorted(groups.items(), key=lambda kv: float(kv[0][position])))
+        rows, tests = [], []
+        for key, members in groups.items():
+            wide = {}
+            for p in members:
+                frame = p.per_query.set_index("query_id")
+                for system in (self.system, "generic"):
+                    wide[(system, p.name)] = frame.loc[frame["system"] == system, metric]
+            wide = pd.DataFrame(wide).dropna()  # the queries every seed answered
+            tuned = wide[self.system].mean(axis=1)
+            generic = wide["generic"].mean(axis=1)
+            means = pd.Series([p.per_query.loc[p.per_query["system"] == self.system, metric].mean()
+                               for p in members])
+            delta, p_value = paired_test(tuned.to_numpy(), generic.to_numpy(), self.summary["stat_test"])
+            tests.append(p_value)
+            row = dict(zip(others, key))
+            row.update({"seeds": ", ".join(label(p.values.get("seed")) for p in members),
+                        "n seeds": len(members), "queries": len(wide), "mean": means.mean(),
+                        "sd": means.std(ddof=1) if len(members) > 1 else math.nan,
+                        "min": means.min(), "max": means.max(), "generic": generic.mean(),
+                        "vs generic": delta, "p_value": p_value})
+            rows.append(row)
+        for row, p_holm in zip(rows, holm(tests)):
+            row["p_holm"] = p_holm
+            row["significant"] = p_holm < self.summary["max_p"]
+        return pd.DataFrame(rows)
+
     def _generic(self, metrics: list[str]) -> dict:
         point = next((p for p in self.ok if p.name == self.baseline), None) or (self.ok[0] if self.ok else None)
         if point is None or self.system == "generic":

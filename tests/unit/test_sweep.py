@@ -459,3 +459,40 @@ def test_stage_keys_ignore_the_sections_of_unused_training_sources():
     assert keys(**{"pairs.sources": ["gold", "synthetic"], "synthetic.max_docs": 7})["pairs"] != used["pairs"]
     assert keys(**{"clicks.simulate": True})["pairs"] != gold["pairs"]  # simulated clicks validate
     assert keys(**{"train.epochs": 2})["pairs"] == gold["pairs"]
+
+
+def test_points_that_differ_only_in_seed_are_summarised_as_one_group(tmp_path):
+    from scipy.stats import ttest_rel
+
+    folder = tmp_path / "smoke" / "curve"
+    points = {  # name: (pairs, seed, finetuned per query); generic is 0 on every query
+        "n=1000": (1000, 42, [1.0, 1.0, 1.0, 0.0]),
+        "n=100,seed=1": (100, 1, [1.0, 0.0, 1.0, 0.0]),
+        "n=100,seed=2": (100, 2, [1.0, 1.0, 0.0, 0.0]),
+    }
+    entries = []
+    for name, (n, seed, finetuned) in points.items():
+        (folder / name).mkdir(parents=True)
+        _point_outputs(folder / name, finetuned, [0.0] * 4)
+        values = {"pairs.max_train_pairs": n, "seed": seed}
+        entries.append({"name": name, "overrides": values, "values": values, "folder": name, "status": "ok"})
+    (folder / "sweep.json").write_text(json.dumps({
+        "sweep": "curve", "experiment": "smoke", "params_file": "p.yaml", "base_params": "base.yaml",
+        "grid": {"pairs.max_train_pairs": [1000]}, "varied": ["pairs.max_train_pairs", "seed"],
+        "x": "pairs.max_train_pairs", "baseline": "n=1000", "system": "finetuned", "fixed": {},
+        "stages": ["train"], "bootstrap_samples": 100, "confidence": 0.95, "stat_test": "student",
+        "max_p": 0.05, "seed": 0, "points": entries}))
+    table = sweep.load_comparison(folder).over_seeds("ndcg@10").set_index("pairs.max_train_pairs")
+    assert list(table.index) == ["100", "1000"]  # ordered by the x value, not by the points' order
+    small, large = table.loc["100"], table.loc["1000"]
+    assert small["seeds"] == "1, 2" and small["n seeds"] == 2 and small["queries"] == 4
+    assert small["mean"] == small["min"] == small["max"] == 0.5 and small["sd"] == 0.0
+    # seed-averaged per query [1, .5, .5, 0] against generic 0
+    assert small["vs generic"] == pytest.approx(0.5)
+    assert small["p_value"] == pytest.approx(ttest_rel([1, .5, .5, 0], [0, 0, 0, 0]).pvalue)
+    assert large["n seeds"] == 1 and pd.isna(large["sd"]) and large["vs generic"] == pytest.approx(0.75)
+    assert large["p_value"] == pytest.approx(ttest_rel([1, 1, 1, 0], [0, 0, 0, 0]).pvalue)
+    assert list(table["p_holm"]) == pytest.approx(sweep.holm(list(table["p_value"])))
+    assert not table["significant"].any()
+    assert sweep.load_comparison(_sweep_folder(tmp_path, {"n=100": ("ok", [1, 0], [0, 0])},
+                                               {"n=100": 100})).over_seeds().empty
