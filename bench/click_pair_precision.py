@@ -5,13 +5,11 @@ import json
 import sys
 from pathlib import Path
 
+from embedtune.data import load_qrels, relevant_only
+
 run_dir, data_dir = Path(sys.argv[1]), Path(sys.argv[2])
 rows = [json.loads(line) for line in (run_dir / "pairs" / "train.jsonl").open()]
-judged: dict[str, set[str]] = {}
-for line in (data_dir / "qrels" / "train.tsv").read_text().splitlines()[1:]:
-    q, d, score = line.split("\t")
-    if int(score) > 0:
-        judged.setdefault(q, set()).add(d)
+judged = relevant_only(load_qrels(data_dir / "qrels" / "train.tsv"), 1)
 queries = {r["query_id"] for r in rows}
 relevant = sum(r["doc_id"] in judged.get(r["query_id"], ()) for r in rows)
 gold = sum(len(judged.get(q, ())) for q in queries)
