@@ -18,20 +18,22 @@ from embedtune.models import ModelError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from embedtune.runner import STAGES
+    from embedtune.pipeline import STAGE_NAMES
 
     parser = argparse.ArgumentParser(prog="embedtune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the stage notebooks of one experiment with papermill")
     run.add_argument("params", help="the experiment's params YAML, e.g. params/scifact.yaml")
-    run.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} "
+    run.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGE_NAMES)} "
                                       "(default: every stage that has a notebook)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a params key, e.g. --set model.batch_size=32 (repeatable)")
     run.add_argument("--run-dir", help="output folder (default: results/<experiment>)")
     run.add_argument("--no-progress", action="store_true", help="hide papermill's progress bar")
     run.add_argument("--force", action="store_true",
-                     help="re-run every stage, even those whose params, data and notebook are unchanged")
+                     help="re-run every stage, even those whose params, inputs and code are unchanged")
+    run.add_argument("--wait", action="store_true",
+                     help="when another run writes the same folder, wait for it instead of stopping")
 
     models = sub.add_parser("models", help="the model registry: versions, production pointer, rollback")
     models.add_argument("--registry", help="registry folder (default: $EMBEDTUNE_REGISTRY, else models/)")
@@ -54,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     reembed.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a params key (repeatable)")
 
-    from embedtune import sweep
+    from embedtune.sweep.cli import add_parser
 
-    sweep.add_parser(sub)
+    add_parser(sub)
     return parser
 
 
@@ -92,11 +94,13 @@ def _models(args) -> None:
 
 def _reembed(args) -> None:
     from embedtune.config import load_config
-    from embedtune.data import load_experiment_data
+    from embedtune.context import load_experiment_data
     from embedtune.index_store import CorpusIndex
     from embedtune.registry import Registry, RegistryError, registry_dir
 
-    cfg = load_config(args.params, dict(parse_override(o) for o in args.overrides))
+    from embedtune.context import resolve_params_file
+
+    cfg = load_config(resolve_params_file(args.params), dict(parse_override(o) for o in args.overrides))
     registry = Registry(registry_dir(args.registry or cfg.monitor.registry))
     version = args.version or registry.production()
     if version is None:
@@ -111,31 +115,59 @@ def _reembed(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 a sweep with failed points; 2 bad input or a failed stage (one line on
+    stderr says what and where); 130 interrupted (Ctrl-C), with nothing half-written."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "sweep":
-        from embedtune import sweep
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("embedtune: interrupted; the stage that was running recorded nothing and will run "
+              "again next time (finished stages are kept)", file=sys.stderr)
+        return 130
+    except USER_ERRORS() as exc:
+        print(f"embedtune: error: {redact_text(str(exc))}", file=sys.stderr)
+        return 2
 
-        return sweep.run_cli(args)
+
+def USER_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 - a constant, computed lazily
+    """The errors that mean bad input or a failed stage (a message, not a traceback)."""
     from embedtune.index_store import VersionMismatchError
     from embedtune.registry import RegistryError
-    from embedtune.runner import StageError, run_experiment
+    from embedtune.runfolder import FolderBusyError, StaleUpstreamError
+    from embedtune.runner import StageError
 
-    try:
-        if args.command == "run":
-            overrides = dict(parse_override(o) for o in args.overrides)
-            stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
-            folder = run_experiment(args.params, stages=stages, overrides=overrides,
-                                    run_dir=args.run_dir, progress=not args.no_progress,
-                                    force=args.force)
-            print(f"done: {folder}")
-        elif args.command == "models":
-            _models(args)
-        elif args.command == "reembed":
-            _reembed(args)
-    except (ConfigError, DataError, ModelError, StageError, RegistryError, VersionMismatchError) as exc:
-        print(f"embedtune: error: {exc}", file=sys.stderr)
-        return 2
+    return (ConfigError, DataError, ModelError, StageError, RegistryError, VersionMismatchError,
+            FolderBusyError, StaleUpstreamError)
+
+
+def redact_text(text: str) -> str:
+    """Secrets in the URLs of a message, redacted."""
+    import re
+
+    from embedtune.config import redact_url
+
+    return re.sub(r"[a-z][a-z0-9+.-]*://\S+", lambda m: redact_url(m.group(0)), text)
+
+
+def _dispatch(args) -> int:
+    if args.command == "sweep":
+        from embedtune.sweep.cli import run_cli
+
+        return run_cli(args)
+    from embedtune.runner import run_experiment
+
+    if args.command == "run":
+        overrides = dict(parse_override(o) for o in args.overrides)
+        stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+        folder = run_experiment(args.params, stages=stages, overrides=overrides,
+                                run_dir=args.run_dir, progress=not args.no_progress,
+                                force=args.force, wait=args.wait)
+        print(f"done: {folder}")
+    elif args.command == "models":
+        _models(args)
+    elif args.command == "reembed":
+        _reembed(args)
     return 0
 
 

@@ -94,35 +94,37 @@ def read_click_log(path: str | Path, corpus: dict | None = None, queries: dict[s
 
     from embedtune.pairs import normalize_query
 
-    path = Path(path)
+    from embedtune import paths
+    from embedtune.io import read_text
+
+    path = paths.resolve(path)
     if not path.is_file():
         raise ClickLogError(f"{path}: click log not found")
     by_text = {normalize_query(t): q for q, t in (queries or {}).items()}
     out: list[Impression] = []
     dropped = 0
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ClickLogError(f"{where}: malformed JSON ({exc.msg})") from exc
-            imp = _parse(row, where, lineno)
-            try:
-                _resolve_query(imp, where, queries, by_text)
-                if corpus is not None:
-                    unknown = [d for d in imp.shown if d not in corpus]
-                    if unknown:
-                        raise ClickLogError(f"{where}: shown doc ids not in the corpus: "
-                                            f"{', '.join(map(repr, unknown[:5]))}")
-            except ClickLogError:
-                if strict:
-                    raise
-                dropped += 1
-                continue
-            out.append(imp)
+    for lineno, line in enumerate(read_text(path, ClickLogError).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ClickLogError(f"{where}: malformed JSON ({exc.msg})") from exc
+        imp = _parse(row, where, lineno)
+        try:
+            _resolve_query(imp, where, queries, by_text)
+            if corpus is not None:
+                unknown = [d for d in imp.shown if d not in corpus]
+                if unknown:
+                    raise ClickLogError(f"{where}: shown doc ids not in the corpus: "
+                                        f"{', '.join(map(repr, unknown[:5]))}")
+        except ClickLogError:
+            if strict:
+                raise
+            dropped += 1
+            continue
+        out.append(imp)
     if dropped:
         logging.getLogger(__name__).warning("%s: dropped %d lines naming unknown ids", path, dropped)
     return out

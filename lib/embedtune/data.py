@@ -26,7 +26,7 @@ from pathlib import Path
 
 from embedtune import paths
 from embedtune.config import DataConfig
-from embedtune.io import atomic_path
+from embedtune.io import atomic_path, read_text
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ Qrels = dict[str, dict[str, int]]  # query id -> doc id -> graded relevance
 
 class DataError(ValueError):
     """Input data that is missing or not valid BEIR format; the message names file and line."""
+
+
+class DatasetNotFound(DataError):
+    """A dataset name found nowhere locally (it may still be downloaded)."""
 
 
 @dataclass
@@ -112,16 +116,43 @@ def doc_text(doc: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- resolution
 
 
+def looks_like_path(name_or_path: str) -> bool:
+    """A dataset value with a slash, or starting with ``.`` or ``~``, is a path; else a name."""
+    return "/" in name_or_path or name_or_path.startswith((".", "~"))
+
+
+def dataset_files(folder: Path) -> list[Path]:
+    """The files a BEIR folder is read from, checked: corpus, queries and every qrels split.
+
+    Raises:
+        DataError: a file is missing, naming what is there instead.
+    """
+    folder = Path(folder)
+    missing = [name for name in ("corpus.jsonl", "queries.jsonl") if not (folder / name).is_file()]
+    qrels = sorted((folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+    if not qrels:
+        missing.append("qrels/<split>.tsv")
+    if missing:
+        raise DataError(f"{folder} is not a BEIR-format folder: no {', '.join(missing)} (a BEIR folder "
+                        "holds corpus.jsonl, queries.jsonl and qrels/<split>.tsv)")
+    return [folder / "corpus.jsonl", folder / "queries.jsonl", *qrels]
+
+
 def resolve_dataset(name_or_path: str, download: bool = True) -> Path:
     """Find a BEIR folder by path or name (DESIGN.md: env dir, then ``data/``, then download).
+
+    A path (see :func:`looks_like_path`) is relative to the project root. The folder found is
+    checked to hold a BEIR dataset.
 
     Raises:
         DataError: when the dataset is nowhere and cannot be downloaded; says where it looked.
     """
-    candidate = Path(name_or_path).expanduser()
-    if candidate.is_dir() or "/" in name_or_path or name_or_path.startswith("."):
+    if looks_like_path(name_or_path):
+        candidate = paths.resolve(name_or_path)
         if not candidate.is_dir():
-            raise DataError(f"dataset folder not found: {candidate}")
+            raise DataError(f"dataset folder not found: {candidate} (relative paths are relative to "
+                            f"the project root, {paths.project_root()})")
+        dataset_files(candidate)
         return candidate.resolve()
 
     looked = []
@@ -131,6 +162,7 @@ def resolve_dataset(name_or_path: str, download: bool = True) -> Path:
     looked.append(paths.data_dir() / name_or_path)
     for place in looked:
         if (place / "corpus.jsonl").is_file():
+            dataset_files(place)
             return place.resolve()
 
     if name_or_path not in BEIR_MD5:
@@ -140,7 +172,7 @@ def resolve_dataset(name_or_path: str, download: bool = True) -> Path:
             "a BEIR-format folder, or set EMBEDTUNE_DATA_DIR to the folder that holds it."
         )
     if not download:
-        raise DataError(f"dataset {name_or_path!r} not found; looked in: {', '.join(map(str, looked))}")
+        raise DatasetNotFound(f"dataset {name_or_path!r} not found; looked in: {', '.join(map(str, looked))}")
     try:
         return download_beir(name_or_path, paths.data_dir())
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -193,63 +225,94 @@ def safe_unzip(zip_path: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def _read_jsonl(path: Path, kind: str) -> dict[str, dict]:
+def _lines(path: Path):
+    """(line number, line) of a UTF-8 text file (a byte-order mark is skipped)."""
+    return enumerate(read_text(path, DataError).splitlines(), 1)
+
+
+def _read_jsonl(path: Path, kind: str) -> tuple[dict[str, dict], dict[str, int]]:
+    """The rows of a JSON-lines file by ``_id``, and the line each came from."""
     if not path.is_file():
         raise DataError(f"{path}: missing ({kind} file of a BEIR folder)")
     rows: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            if "_id" not in row:
-                raise DataError(f"{path}:{lineno}: missing '_id'")
-            if not isinstance(row.get("text"), str):
-                raise DataError(f"{path}:{lineno}: missing 'text' (or not a string)")
-            rid = str(row["_id"])
-            if rid in rows:
-                raise DataError(f"{path}:{lineno}: duplicate _id {rid!r}")
-            rows[rid] = row
-    return rows
+    where: dict[str, int] = {}
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+        if "_id" not in row:
+            raise DataError(f"{path}:{lineno}: missing '_id'")
+        if not isinstance(row.get("text"), str):
+            raise DataError(f"{path}:{lineno}: missing 'text' (or not a string)")
+        rid = str(row["_id"])
+        if rid in rows:
+            raise DataError(f"{path}:{lineno}: duplicate _id {rid!r} (first on line {where[rid]})")
+        rows[rid] = row
+        where[rid] = lineno
+    return rows, where
 
 
 def load_corpus(path: Path) -> dict[str, dict[str, str]]:
-    rows = _read_jsonl(path, "corpus")
+    rows, where = _read_jsonl(path, "corpus")
     if not rows:
         raise DataError(f"{path}: empty corpus")
+    for rid, r in rows.items():
+        if not r["text"].strip() and not str(r.get("title") or "").strip():
+            raise DataError(f"{path}:{where[rid]}: document {rid!r} has neither text nor title; "
+                            "remove it or give it text")
     return {rid: {"title": str(r.get("title") or ""), "text": r["text"]} for rid, r in rows.items()}
 
 
 def load_queries(path: Path) -> dict[str, str]:
-    return {rid: r["text"] for rid, r in _read_jsonl(path, "queries").items()}
+    rows, where = _read_jsonl(path, "queries")
+    for rid, r in rows.items():
+        if not r["text"].strip():
+            raise DataError(f"{path}:{where[rid]}: query {rid!r} has an empty text (it would score 0 "
+                            "for every system); remove it or give it text")
+    return {rid: r["text"] for rid, r in rows.items()}
 
 
-def load_qrels(path: Path) -> Qrels:
-    """Read one qrels TSV (header optional). Returns ``{qid: {doc_id: score}}``."""
+def load_qrels(path: Path, lines: dict | None = None) -> Qrels:
+    """Read one qrels TSV (header optional). Returns ``{qid: {doc_id: score}}``; with ``lines``
+    (a dict), ``lines[(qid, doc_id)]`` is set to the line each judgement came from."""
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\n").split("\t")
-            if lineno == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(cols) == 4:  # TREC style: qid 0 docid score
-                cols = [cols[0], cols[2], cols[3]]
-            if len(cols) != 3:
-                raise DataError(f"{path}:{lineno}: expected 3 tab-separated columns, got {len(cols)}")
-            qid, did, score = (c.strip() for c in cols)
-            try:
-                value = int(float(score))
-            except ValueError as exc:
-                raise DataError(f"{path}:{lineno}: score {score!r} is not a number") from exc
-            qrels.setdefault(qid, {})[did] = value
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if lineno == 1 and cols[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(cols) == 4:  # TREC style: qid 0 docid score
+            cols = [cols[0], cols[2], cols[3]]
+        if len(cols) != 3:
+            raise DataError(f"{path}:{lineno}: expected 3 tab-separated columns, got {len(cols)}")
+        qid, did, score = (c.strip() for c in cols)
+        try:
+            value = int(float(score))
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: score {score!r} is not a number") from None
+        qrels.setdefault(qid, {})[did] = value
+        if lines is not None:
+            lines[(qid, did)] = lineno
     return qrels
+
+
+def _unknown_ids(file: Path, raw: Qrels, lines: dict, queries: dict, corpus: dict) -> str | None:
+    """A message naming the first unknown ids of a qrels file with their lines, or None."""
+    bad = [(lines[(q, d)], f"query id {q!r}" if q not in queries else f"doc id {d!r}")
+           for q, docs in raw.items() for d in docs if q not in queries or d not in corpus]
+    if not bad:
+        return None
+    bad.sort()
+    shown = "; ".join(f"line {n}: {what}" for n, what in bad[:3])
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    return (f"{file}: {len(bad)} judgements name ids that queries.jsonl / corpus.jsonl lack: "
+            f"{shown}{more}")
 
 
 def load_beir(name_or_path: str, strict: bool = True, download: bool = True) -> BeirDataset:
@@ -262,25 +325,20 @@ def load_beir(name_or_path: str, strict: bool = True, download: bool = True) -> 
         download: allow downloading a known BEIR dataset when it is not found locally.
     """
     folder = resolve_dataset(name_or_path, download=download)
+    files = dataset_files(folder)[2:]
     corpus = load_corpus(folder / "corpus.jsonl")
     queries = load_queries(folder / "queries.jsonl")
-    qrels_dir = folder / "qrels"
-    files = sorted(qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
-    if not files:
-        raise DataError(f"{qrels_dir}: no qrels/<split>.tsv files")
     qrels, dropped = {}, {}
     for file in files:
         split = file.stem
-        raw = load_qrels(file)
+        lines: dict = {}
+        raw = load_qrels(file, lines)
         unknown_q = sum(1 for q in raw if q not in queries)
         unknown_d = sum(1 for q in raw for d in raw[q] if d not in corpus)
-        if unknown_q or unknown_d:
-            message = (
-                f"{file}: {unknown_q} query ids not in queries.jsonl, "
-                f"{unknown_d} judgements naming doc ids not in corpus.jsonl"
-            )
+        message = _unknown_ids(file, raw, lines, queries, corpus)
+        if message:
             if strict:
-                raise DataError(message + " (set data.strict: false to drop them and go on)")
+                raise DataError(message + "; fix them, or set data.strict: false to drop them")
             log.warning("%s; dropped", message)
             raw = {
                 q: {d: s for d, s in docs.items() if d in corpus}
@@ -291,7 +349,7 @@ def load_beir(name_or_path: str, strict: bool = True, download: bool = True) -> 
         dropped[split] = {"unknown_queries": unknown_q, "unknown_docs": unknown_d}
         qrels[split] = raw
     return BeirDataset(
-        name=folder.name if "/" in name_or_path else name_or_path,
+        name=folder.name if looks_like_path(name_or_path) else name_or_path,
         path=folder,
         corpus=corpus,
         queries=queries,
@@ -397,15 +455,3 @@ def take_slice(ds: BeirDataset, splits: Splits, max_queries: int | None, max_doc
         dropped=ds.dropped,
     )
     return sliced, splits
-
-
-def load_experiment_data(cfg: DataConfig, seed: int, gold=None) -> tuple[BeirDataset, Splits]:
-    """Load the dataset of an experiment (with manual gold files merged in, ``gold``: a
-    GoldConfig), make its splits, and slice it if asked."""
-    ds = load_beir(cfg.dataset, strict=cfg.strict)
-    if gold is not None and gold.files:
-        from embedtune.gold import apply_gold
-
-        ds, _ = apply_gold(ds, gold)
-    splits = make_splits(ds, cfg, seed)
-    return take_slice(ds, splits, cfg.max_queries, cfg.max_docs, seed)

@@ -70,34 +70,6 @@ def evaluate_runs(qrels: Qrels, runs: dict[str, Run], metrics: list[str]) -> Sco
     return Scores(means, per_query, len(qids))
 
 
-def paired_significance(scores: Scores, comparisons: list[str], metrics: list[str],
-                        stat_test: str = "student", seed: int = 42) -> dict:
-    """Paired tests over queries for comparisons named ``"a_vs_b"`` (ranx's implementations).
-
-    Returns:
-        ``{"a_vs_b": {metric: {"delta": mean(a) - mean(b), "p_value": p}}}``; comparisons
-        naming a system that was not run are left out.
-    """
-    from ranx.statistical_tests import fisher_randomization_test, paired_student_t_test
-
-    systems = scores.per_query.index.get_level_values("system").unique()
-    out = {}
-    for comparison in comparisons:
-        a, _, b = comparison.partition("_vs_")
-        if a not in systems or b not in systems:
-            continue
-        out[comparison] = {}
-        for m in metrics:
-            xa = scores.per_query.loc[a][m].to_numpy()
-            xb = scores.per_query.loc[b][m].to_numpy()
-            if stat_test == "fisher":
-                p, _ = fisher_randomization_test(xa, xb, 10000, 0.05, seed)
-            else:
-                p, _ = paired_student_t_test(xa, xb, 0.05) if np.any(xa != xb) else (1.0, False)
-            out[comparison][m] = {"delta": float(xa.mean() - xb.mean()), "p_value": float(p)}
-    return out
-
-
 def metrics_document(experiment: str, dataset: dict, base_model: str, scores: Scores,
                      significance: dict, cost: dict, ood: dict | None = None,
                      extra: dict | None = None) -> dict:

@@ -4,19 +4,21 @@ Two methods: reciprocal rank fusion (no parameters to fit), and a convex combina
 normalised scores, ``w * bm25 + (1 - w) * dense``, whose weight is chosen on dev queries only.
 
 Example:
-    >>> w = choose_convex_weight(dev_qrels, bm25_dev, dense_dev, HybridConfig())
-    >>> hybrid = fuse_runs(bm25_test, dense_test, HybridConfig(), bm25_weight=w)
+    >>> hybrid, info = HybridRetriever.fit("hybrid_generic", bm25, generic, HybridConfig(),
+    ...                                    dev_qrels, dev_queries)    # weight chosen on dev
+    >>> run = hybrid.search(test_queries, top_k=100)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 
 from embedtune.config import HybridConfig
 from embedtune.data import Qrels
 from embedtune.evaluate import ranx_qrels, ranx_run
-from embedtune.retrieval import Run
+from embedtune.retrieval import Retriever, Run
 
 
 _EMPTY = "\x00empty"  # placeholder document, removed after fusion
@@ -59,12 +61,50 @@ def fuse_runs(bm25: Run, dense: Run, cfg: HybridConfig, bm25_weight: float | Non
     return out
 
 
-def fuse_as_chosen(bm25: Run, dense: Run, cfg: HybridConfig, info: dict, top_k: int = 100) -> Run:
-    """Fuse new queries' runs the way 04_evaluate fused the test queries: with the convex
-    weight it chose on dev (``info["bm25_weight"]``), or RRF when it chose none."""
-    if "bm25_weight" not in info:
-        cfg = dataclasses.replace(cfg, method="rrf")
-    return fuse_runs(bm25, dense, cfg, bm25_weight=info.get("bm25_weight"), top_k=top_k)
+@dataclass
+class HybridRetriever:
+    """BM25 and a dense system fused: convex with ``bm25_weight``, or RRF when it is None."""
+
+    name: str
+    bm25: Retriever
+    dense: Retriever
+    cfg: HybridConfig
+    bm25_weight: float | None = None
+
+    def fuse(self, bm25_run: Run, dense_run: Run, top_k: int = 100) -> Run:
+        cfg = self.cfg if self.bm25_weight is not None else dataclasses.replace(self.cfg, method="rrf")
+        return fuse_runs(bm25_run, dense_run, cfg, bm25_weight=self.bm25_weight, top_k=top_k)
+
+    def search(self, queries: dict[str, str], top_k: int = 100, cache: bool = True) -> Run:
+        return self.fuse(self.bm25.search(queries, top_k, cache), self.dense.search(queries, top_k, cache),
+                         top_k)
+
+    @classmethod
+    def fit(cls, name: str, bm25: Retriever, dense: Retriever, cfg: HybridConfig, dev_qrels: Qrels,
+            dev_queries: dict[str, str], top_k: int = 100) -> tuple["HybridRetriever", dict]:
+        """The hybrid that ``cfg`` asks for, its convex weight chosen on dev queries (never test).
+
+        Returns:
+            The retriever, and what was chosen and how (the ``hybrid`` block of metrics.json).
+        """
+        if cfg.method == "rrf":
+            return cls(name, bm25, dense, cfg), {"method": "rrf", "rrf_k": cfg.rrf_k}
+        if not dev_qrels:
+            raise ValueError(
+                "hybrid.method is convex but this experiment has no dev queries to choose the "
+                "weight on (never on test): add a dev split, or set retrieval.hybrid.method: rrf")
+        weight, trials = choose_convex_weight(dev_qrels, bm25.search(dev_queries, top_k),
+                                              dense.search(dev_queries, top_k), cfg)
+        return cls(name, bm25, dense, cfg, weight), {
+            "method": "convex", "bm25_weight": weight, "norm": cfg.norm,
+            "chosen_on": f"{len(dev_qrels)} dev queries", "chosen_by": cfg.weight_metric,
+            "dev_trials": trials}
+
+    @classmethod
+    def as_chosen(cls, name: str, bm25: Retriever, dense: Retriever, cfg: HybridConfig,
+                  info: dict) -> "HybridRetriever":
+        """The hybrid as 04_evaluate chose it (``info``: its block in metrics.json)."""
+        return cls(name, bm25, dense, cfg, info.get("bm25_weight"))
 
 
 def choose_convex_weight(dev_qrels: Qrels, bm25_dev: Run, dense_dev: Run,

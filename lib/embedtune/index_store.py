@@ -43,7 +43,8 @@ from embedtune.config import ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
 from embedtune.models import encode_documents, model_fingerprint, resolve_precision
-from embedtune.retrieval import DenseIndex, Run, cached_encode, show_progress
+from embedtune.progress import show_progress
+from embedtune.retrieval import DenseIndex, Run, cached_encode
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,9 @@ class CorpusIndex:
         if version != built:
             raise VersionMismatchError(
                 f"cannot {action} the index at {self.folder} with model version {version}: it was "
-                f"built with version {built}. Embeddings of two versions must not be mixed; use "
-                f"the index of {version} (build it with `embedtune reembed --version {version}`)."
+                f"built with version {built}. Embeddings of two versions must not be mixed: rebuild "
+                f"it from scratch for {version} with `embedtune reembed PARAMS --version {version} "
+                f"--full`, or search it with {built}."
             )
         if fingerprint is not None and fingerprint != self.model_fingerprint:
             raise VersionMismatchError(
@@ -165,12 +167,12 @@ class CorpusIndex:
         precision = resolve_precision(cfg.precision, str(model.device))
         old_rows: dict[str, int] = {}
         old_hashes: dict[str, str] = {}
-        if self.exists:
+        if self.exists and not full:  # a full rebuild replaces whatever is there, another version's too
             self.check(version, m_fp, action="update")
-            if self.manifest["precision"] == precision and not full:
+            if self.manifest["precision"] == precision:
                 old_rows = {d: i for i, d in enumerate(self.doc_ids)}
                 old_hashes = dict(zip(self.doc_ids, self.manifest["doc_hashes"]))
-            elif not full:
+            else:
                 log.info("index at %s is %s, asked %s: re-encoding every document",
                          self.folder, self.manifest["precision"], precision)
         doc_ids = sorted(corpus)
@@ -204,7 +206,7 @@ class CorpusIndex:
         return report
 
     def _commit(self, version, m_fp, c_fp, precision, doc_ids, hashes, emb, report) -> None:
-        from embedtune.context import now
+        from embedtune.provenance import now
 
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"embeddings-{uuid.uuid4().hex[:12]}.npy"

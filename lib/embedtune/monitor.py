@@ -81,7 +81,7 @@ class MonitorLog:
         self.path = Path(path)
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
-        from embedtune.context import now
+        from embedtune.provenance import now
 
         entry = {"time": entry.get("time") or now(), **{k: v for k, v in entry.items() if k != "time"}}
         line = json.dumps(entry, ensure_ascii=False) + "\n"
@@ -277,7 +277,7 @@ class CorpusSnapshot:
 
     @classmethod
     def from_index(cls, corpus: dict[str, dict[str, str]], index) -> "CorpusSnapshot":
-        from embedtune.context import now
+        from embedtune.provenance import now
 
         return cls(index.corpus_fingerprint, dict(zip(index.doc_ids, index.manifest["doc_hashes"])),
                    dict(word_counts(doc_text(corpus[d]) for d in index.doc_ids)),

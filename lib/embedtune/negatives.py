@@ -62,25 +62,26 @@ def read_curation(path: str | Path, ds: BeirDataset) -> tuple[dict[str, set[str]
     """
     include: dict[str, set[str]] = defaultdict(set)
     exclude: dict[str, set[str]] = defaultdict(set)
-    path = Path(path)
+    from embedtune.io import read_text
+
+    path = paths.resolve(path)
     if not path.is_file():
         raise CurationError(f"manual curation file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(row) != 3:
-                raise CurationError(f"{path}:{lineno}: expected query-id, doc-id, include|exclude")
-            qid, did, action = (c.strip() for c in row)
-            if qid not in ds.queries:
-                raise CurationError(f"{path}:{lineno}: unknown query id {qid!r}")
-            if did not in ds.corpus:
-                raise CurationError(f"{path}:{lineno}: unknown doc id {did!r}")
-            if action not in ("include", "exclude"):
-                raise CurationError(f"{path}:{lineno}: action must be include or exclude, got {action!r}")
-            (include if action == "include" else exclude)[qid].add(did)
+    for lineno, row in enumerate(csv.reader(read_text(path, CurationError).splitlines(), delimiter="\t"), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if lineno == 1 and row[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(row) != 3:
+            raise CurationError(f"{path}:{lineno}: expected query-id, doc-id, include|exclude")
+        qid, did, action = (c.strip() for c in row)
+        if qid not in ds.queries:
+            raise CurationError(f"{path}:{lineno}: unknown query id {qid!r}")
+        if did not in ds.corpus:
+            raise CurationError(f"{path}:{lineno}: unknown doc id {did!r}")
+        if action not in ("include", "exclude"):
+            raise CurationError(f"{path}:{lineno}: action must be include or exclude, got {action!r}")
+        (include if action == "include" else exclude)[qid].add(did)
     return include, exclude
 
 
@@ -132,7 +133,7 @@ def _dense_candidates(pairs: list[Pair], judged: dict[str, set[str]], ds: BeirDa
             rows["positive"].append(doc_text(ds.corpus[did]))
     text_to_id = {doc_text(doc): did for did, doc in ds.corpus.items()}
     corpus_texts = list(dict.fromkeys(doc_text(ds.corpus[d]) for d in sorted(ds.corpus)))
-    from embedtune.retrieval import show_progress
+    from embedtune.progress import show_progress
 
     printed = io.StringIO()
     # the miner's own progress bars go to stderr; keep them out of executed notebooks

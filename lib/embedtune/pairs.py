@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -98,3 +99,15 @@ def leakage_guard(train_queries: dict[str, str], test_queries: dict[str, str],
         if score >= threshold:
             report.near[qid] = (test_ids[best[i]], round(score, 4))
     return report
+
+
+def cap_per_query(rows: list[dict], cap: int, seed: int) -> list[dict]:
+    """At most ``cap`` pairs per query, a seeded choice; queries keep their order."""
+    by_query: dict[str, list[dict]] = {}
+    for row in rows:
+        by_query.setdefault(row["query_id"], []).append(row)
+    rng = random.Random(seed)
+    kept = []
+    for query_rows in by_query.values():
+        kept += query_rows if len(query_rows) <= cap else rng.sample(query_rows, cap)
+    return kept

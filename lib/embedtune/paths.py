@@ -37,3 +37,11 @@ def env_data_dir() -> Path | None:
 def cache_dir() -> Path:
     """Embeddings, BM25 indexes and other derived artifacts; safe to delete."""
     return Path(os.environ.get("EMBEDTUNE_CACHE_DIR", project_root() / "cache"))
+
+
+def resolve(value: str | Path) -> Path:
+    """A path named in params or on the command line: ``~`` expanded; a relative path is relative
+    to the project root, never to the working directory (the CLI runs notebooks from the project
+    root, JupyterLab from notebooks/: both resolve alike)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_root() / path

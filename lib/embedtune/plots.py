@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch
 import pandas as pd
 
 from embedtune.data import BeirDataset, Splits
@@ -206,3 +207,46 @@ def latency_bars(latency_ms: dict[str, dict], ax=None):
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Query latency, one query at a time")
     return ax
+
+
+# flowchart nodes: id -> (x, y, label)
+NODES = {
+    "generic_recall_high": (0.5, 0.92, "Generic recall@10\n>= 90 %?"),
+    "special_vocabulary": (0.5, 0.72, "Special\nvocabulary?"),
+    "labelled_pairs": (0.5, 0.50, ">= 1K labelled\npairs?"),
+    "generic_recall": (0.5, 0.28, "Generic recall@10\nunder 70 %?"),
+    "hybrid_closes_gap": (0.5, 0.08, "Hybrid alone\nreaches 70 %?"),
+    "skip": (0.88, 0.72, "Skip\nfine-tuning"),
+    "hybrid": (0.12, 0.50, "Use hybrid\nretrieval"),
+    "fine-tune": (0.88, 0.08, "Fine-tune"),
+}
+EDGES = [("generic_recall_high", "special_vocabulary", "no"), ("generic_recall_high", "skip", "yes"),
+         ("special_vocabulary", "labelled_pairs", "yes"), ("special_vocabulary", "skip", "no"),
+         ("labelled_pairs", "generic_recall", "yes"), ("labelled_pairs", "hybrid", "no"),
+         ("generic_recall", "hybrid_closes_gap", "yes"), ("generic_recall", "skip", "no"),
+         ("hybrid_closes_gap", "fine-tune", "no"), ("hybrid_closes_gap", "hybrid", "yes")]
+
+
+def draw_flowchart(path: list[str], verdict: str):
+    """The brief's decision flowchart with ``path`` and ``verdict`` highlighted (a figure)."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    visited = set(path)
+    pairs = set(zip(path, path[1:]))
+    for a, b, label in EDGES:
+        (x1, y1, _), (x2, y2, _) = NODES[a], NODES[b]
+        on = (a, b) in pairs
+        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
+                    arrowprops=dict(arrowstyle="->", lw=2.5 if on else 1, color="C3" if on else "0.7"))
+        ax.text((x1 + x2) / 2, (y1 + y2) / 2, label, fontsize=8, color="C3" if on else "0.5",
+                ha="center", va="center", backgroundcolor="white")
+    for node, (x, y, text) in NODES.items():
+        on = node in visited or node == verdict
+        ax.add_patch(FancyBboxPatch((x - 0.11, y - 0.055), 0.22, 0.11, boxstyle="round,pad=0.01",
+                                    fc="#fde0dc" if on else "white", ec="C3" if on else "0.6",
+                                    lw=2 if on else 1))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(f"Verdict: {verdict}")
+    return fig

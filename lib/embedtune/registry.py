@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,7 @@ def registry_dir(configured: str | None = None) -> Path:
     """The registry folder: ``configured`` (relative to the project root), else
     ``$EMBEDTUNE_REGISTRY``, else ``<project>/models``."""
     if configured:
-        path = Path(configured).expanduser()
-        return path if path.is_absolute() else paths.project_root() / path
+        return paths.resolve(configured)
     env = os.environ.get("EMBEDTUNE_REGISTRY")
     return Path(env) if env else paths.project_root() / "models"
 
@@ -96,6 +96,9 @@ class Registry:
         return self._folder(version) / "index" / slot
 
     def _folder(self, version: str) -> Path:
+        if not isinstance(version, str) or not re.fullmatch(r"v[1-9][0-9]{0,8}", version):
+            raise RegistryError(f"{version!r} is not a version id: versions are v1, v2, ... "
+                                f"(`embedtune models list` shows those in {self.root})")
         folder = self.versions_dir / version
         if not (folder / "manifest.json").is_file():
             known = ", ".join(self.version_ids()) or "none yet"
@@ -145,7 +148,7 @@ class Registry:
         """
         import yaml
 
-        from embedtune.context import git_state, now
+        from embedtune.provenance import git_state, now
 
         model_dir = Path(model_dir)
         if not (model_dir / "modules.json").is_file():
@@ -211,6 +214,9 @@ class Registry:
         manifest = self.manifest(version)
         actual = _file_hashes(self.model_path(version))
         expected = manifest.get("files", {})
+        if not expected:
+            raise RegistryError(f"version {version} lists no files, so it cannot be verified; it was "
+                                "not registered by embedtune: register the model again")
         missing = sorted(set(expected) - set(actual))
         changed = sorted(f for f in expected if f in actual and actual[f] != expected[f])
         if missing or changed:
@@ -267,7 +273,7 @@ class Registry:
             return self._write_pointer(pointer, target, "rollback", lineage=lineage[:-1])
 
     def _write_pointer(self, pointer: dict, version: str, action: str, lineage: list[str]) -> dict:
-        from embedtune.context import now
+        from embedtune.provenance import now
 
         event = {"action": action, "from": pointer["production"], "to": version, "at": now()}
         new = {"production": version, "lineage": lineage, "events": pointer["events"] + [event],

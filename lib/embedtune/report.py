@@ -6,8 +6,8 @@ Everything here reads the run folder's files (``metrics.json``, ``per_query.csv`
 except the prices, which come from ``params`` (``report.cpu_hour_price``, ``report.gpu_hour_price``).
 
 Example:
-    >>> per_query = pd.read_csv("results/scifact/per_query.csv", dtype={"query_id": str})
-    >>> bootstrap_ci(per_query, ["ndcg@10"], samples=1000, confidence=0.95, seed=0)
+    >>> metrics = json.loads(Path("results/scifact/metrics.json").read_text())
+    >>> headline_sentence(metrics)
 """
 
 from __future__ import annotations
@@ -19,80 +19,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from embedtune.stats import against, paired_test, wide
+
 # The brief's claim, as it frames it: recall@10 of generic -> fine-tuned -> hybrid.
 BRIEF_CLAIM = {"generic": 0.70, "finetuned": 0.85, "hybrid_finetuned": 0.92}
 HEADLINE_SYSTEMS = ("bm25", "generic", "finetuned", "hybrid_finetuned")
 
 
-def wide(per_query: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Queries as rows, systems as columns, for one metric."""
-    return per_query.pivot(index="query_id", columns="system", values=metric)
-
-
-def bootstrap_ci(per_query: pd.DataFrame, metrics: list[str], samples: int = 2000,
-                 confidence: float = 0.95, seed: int = 42) -> pd.DataFrame:
-    """Mean of each system and metric over test queries, with a percentile bootstrap interval.
-
-    Queries are resampled with replacement (scipy.stats.bootstrap); the interval says how much
-    the mean would move with another draw of test queries of the same size.
-
-    Returns:
-        A frame indexed by (system, metric) with columns ``mean``, ``low``, ``high``.
-    """
-    from scipy.stats import bootstrap
-
-    rows = []
-    for metric in metrics:
-        table = wide(per_query, metric)
-        for system in table.columns:
-            values = table[system].dropna().to_numpy()
-            if len(values) < 2 or np.all(values == values[0]):
-                low = high = float(values.mean()) if len(values) else float("nan")
-            else:
-                res = bootstrap((values,), np.mean, n_resamples=samples, confidence_level=confidence,
-                                method="percentile", random_state=np.random.default_rng(seed))
-                low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-            rows.append({"system": system, "metric": metric, "mean": float(values.mean()),
-                         "low": low, "high": high})
-    return pd.DataFrame(rows).set_index(["system", "metric"])
-
-
-def paired_p_values(per_query: pd.DataFrame, metric: str, against: str,
-                    test: str = "student") -> dict[str, tuple[float, float]]:
-    """(delta, p) of every system against ``against`` on the same queries (paired).
-
-    ``student`` is the paired t-test and ``fisher`` a paired randomization test, the two tests
-    ranx offers for ``evaluate.stat_test``; scipy runs them here on per-query values.
-    """
-    table = wide(per_query, metric)
-    out = {}
-    if against not in table:
-        return out
-    for system in table.columns:
-        if system == against:
-            continue
-        pair = table[[system, against]].dropna()
-        out[system] = paired_test(pair[system].to_numpy(), pair[against].to_numpy(), test)
-    return out
-
-
-def paired_test(a: np.ndarray, b: np.ndarray, test: str = "student") -> tuple[float, float]:
-    """(mean of a - b, two-sided p) over paired per-query values: t-test or randomization test."""
-    from scipy.stats import permutation_test, ttest_rel
-
-    delta = float((a - b).mean())
-    if np.allclose(a, b):
-        return delta, 1.0
-    if test == "fisher":
-        p = permutation_test((a, b), lambda x, y: np.mean(x - y), permutation_type="samples",
-                             n_resamples=9999, random_state=np.random.default_rng(0)).pvalue
-    else:
-        p = ttest_rel(a, b).pvalue
-    return delta, float(p)
-
-
 def compare_runs(here: pd.DataFrame, there: pd.DataFrame, metric: str = "ndcg@10",
-                 test: str = "student") -> pd.DataFrame:
+                 test: str = "student", seed: int = 42) -> pd.DataFrame:
     """Each system of two runs on the queries both scored: means, delta (here - there), paired p.
 
     Two experiments on the same test split (e.g. cranfield with generated training queries against
@@ -105,7 +40,7 @@ def compare_runs(here: pd.DataFrame, there: pd.DataFrame, metric: str = "ndcg@10
     for system in [s for s in a.columns if s in b.columns]:
         pair = pd.concat([a.loc[common, system], b.loc[common, system]], axis=1).dropna()
         x, y = pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy()
-        delta, p = paired_test(x, y, test) if len(pair) > 1 else (float("nan"), float("nan"))
+        delta, p = paired_test(x, y, test, seed) if len(pair) > 1 else (float("nan"), float("nan"))
         rows.append({"system": system, "queries": len(pair), "here": float(x.mean()),
                      "there": float(y.mean()), "delta": delta, "p_value": p,
                      "only_here": len(a.index.difference(b.index)),
@@ -131,14 +66,14 @@ def rank_agreement(first: dict[str, float], second: dict[str, float]) -> dict:
 
 
 def quality_table(ci: pd.DataFrame, per_query: pd.DataFrame, metrics: list[str],
-                  against: str = "generic", max_p: float = 0.05,
-                  test: str = "student") -> pd.DataFrame:
-    """Every system x metric as ``mean [low, high]`` with a marker against ``against``:
+                  baseline: str = "generic", max_p: float = 0.05,
+                  test: str = "student", seed: int = 42) -> pd.DataFrame:
+    """Every system x metric as ``mean [low, high]`` with a marker against ``baseline``:
     ``▲`` significantly better, ``▼`` significantly worse (paired test, p < max_p)."""
     systems = list(dict.fromkeys(s for s, _ in ci.index))
     cells = {}
     for metric in metrics:
-        tests = paired_p_values(per_query, metric, against, test)
+        tests = against(per_query, metric, baseline, test, seed)
         column = {}
         for system in systems:
             if (system, metric) not in ci.index:
@@ -223,10 +158,10 @@ def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_d
     Returns:
         (per-stage table, summary dict).
     """
-    from embedtune.runner import STAGES
+    from embedtune.pipeline import STAGE_NAMES
 
     stages = manifest.get("stages", {})
-    order = [s for s in STAGES if s in stages] + [s for s in stages if s not in STAGES]
+    order = [s for s in STAGE_NAMES if s in stages] + [s for s in stages if s not in STAGE_NAMES]
     rows = [{"stage": name, "seconds": stages[name].get("seconds", 0.0), "status": stages[name].get("status")}
             for name in order if name not in ("report", "monitor")]
     frame = pd.DataFrame(rows).set_index("stage") if rows else pd.DataFrame(columns=["seconds", "status"])

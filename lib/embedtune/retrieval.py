@@ -1,10 +1,13 @@
 """First-stage retrieval: exact (or faiss) dense search over cached embeddings, and BM25.
 
-Runs are plain ``{query_id: {doc_id: score}}`` dicts (what ranx and BEIR take), ``top_k`` deep.
+Every system is a :class:`Retriever`: a name and ``search(queries, top_k) -> run``, where a run
+is a plain ``{query_id: {doc_id: score}}`` dict (what ranx and BEIR take), ``top_k`` deep.
+Here: :class:`BM25Retriever` and :class:`DenseRetriever`; the hybrids are
+``embedtune.fusion.HybridRetriever``.
 
 Example:
     >>> index = DenseIndex.build(model, corpus, model_cfg)          # encodes once, then cached
-    >>> run = index.search(model, queries, top_k=100)
+    >>> run = DenseRetriever("generic", model, index, model_cfg).search(queries, top_k=100)
     >>> bm25 = BM25Retriever(corpus, BM25Config()).search(queries, top_k=100)
 """
 
@@ -13,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,15 +28,21 @@ from embedtune.config import BM25Config, ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
 from embedtune.models import encode_documents, encode_queries, model_fingerprint, resolve_precision
+from embedtune.progress import show_progress
 
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
 
 
-def show_progress() -> bool:
-    """Progress bars in a terminal or JupyterLab; off inside papermill runs (kept out of reports)."""
-    return os.environ.get("EMBEDTUNE_NO_PROGRESS", "0") != "1"
+class Retriever(Protocol):
+    """A system under evaluation: BM25, a dense model over its index, or a hybrid of the two."""
+
+    name: str
+
+    def search(self, queries: dict[str, str], top_k: int = 100, cache: bool = True) -> Run:
+        """Rank the corpus for each query (``cache``: query embeddings may come from the cache)."""
+        ...
 
 
 def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +163,24 @@ def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: s
     return emb, {"seconds": seconds, "from_cache": False}
 
 
+@dataclass
+class DenseRetriever:
+    """A model searching its index of the corpus (exact cosine, or faiss)."""
+
+    name: str
+    model: Any
+    index: DenseIndex
+    cfg: ModelConfig
+
+    def search(self, queries: dict[str, str], top_k: int = 100, cache: bool = True) -> Run:
+        return self.index.search(self.model, queries, self.cfg, top_k, cache=cache)
+
+
 class BM25Retriever:
     """BM25 with ``bm25s`` over title + text (defaults: Lucene, k1=1.5, b=0.75, English
     stopwords, Snowball stemmer), as in bm25s' published BEIR benchmark."""
+
+    name = "bm25"
 
     def __init__(self, corpus: dict[str, dict[str, str]], cfg: BM25Config):
         import bm25s
@@ -180,7 +204,7 @@ class BM25Retriever:
         self.model.index(tokens, show_progress=False)
         self.index_seconds = time.perf_counter() - start
 
-    def search(self, queries: dict[str, str], top_k: int = 100) -> Run:
+    def search(self, queries: dict[str, str], top_k: int = 100, cache: bool = True) -> Run:
         import bm25s
 
         qids = list(queries)

@@ -33,15 +33,17 @@ from pathlib import Path
 
 from embedtune import paths
 from embedtune.config import ExperimentConfig
-from embedtune.context import RunContext, git_state, now
+from embedtune.context import RunContext
 from embedtune.data import Qrels, doc_text, load_beir, relevant_only
 from embedtune.index_store import CorpusIndex, VersionMismatchError
 from embedtune.io import atomic_write_json
+from embedtune.pairs import cap_per_query
 from embedtune.models import load_model, model_fingerprint
 from embedtune.monitor import (CorpusSnapshot, MonitorLog, check_regression, corpus_drift,
                                drop_test, evaluate_version, recommend)
+from embedtune.provenance import git_state, now
 from embedtune.registry import Registry
-from embedtune.retrieval import show_progress
+from embedtune.progress import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,7 @@ class NewDomain:
 
 def scenario_model_dir(cfg: ExperimentConfig) -> Path:
     """The fine-tuned model served as v1; a clear error when it is missing."""
-    path = Path(cfg.monitor.scenario_model).expanduser()
-    path = path if path.is_absolute() else paths.project_root() / path
+    path = paths.resolve(cfg.monitor.scenario_model)
     if not (path / "modules.json").is_file():
         raise ScenarioError(
             f"the scenario serves the fine-tuned model at {path} as v1, but there is none. Train it "
@@ -104,8 +105,6 @@ def new_domain(cfg: ExperimentConfig, taken: set[str]) -> NewDomain:
              "positive": doc_text(ds.corpus[d]), "score": s}
             for q in sorted(train) if q not in test for d, s in sorted(train[q].items())]
     available = len(rows)
-    from embedtune.stages.pairs import cap_per_query
-
     rows = cap_per_query(rows, mc.scenario_pairs_per_query, cfg.seed)
     if len(rows) > mc.scenario_train_pairs:
         rows = sorted(random.Random(cfg.seed).sample(rows, mc.scenario_train_pairs),
@@ -131,7 +130,7 @@ def run_scenario(ctx: RunContext) -> dict:
     cfg, mc = ctx.cfg, ctx.cfg.monitor
     metrics = list(dict.fromkeys([mc.metric, "recall@10", "ndcg@10", "recall@100", "mrr@10"]))
     model_dir = scenario_model_dir(cfg)
-    work = ctx.run_dir / "scenario"
+    work = ctx.layout.scenario_dir
     shutil.rmtree(work, ignore_errors=True)  # a run tells one story from the start
     registry = Registry(work / "registry")
     monitor_log = MonitorLog(registry.log_path)
@@ -272,5 +271,5 @@ def run_scenario(ctx: RunContext) -> dict:
     for manifest in doc["versions"].values():
         manifest.pop("files", None)
         manifest.pop("params", None)
-    atomic_write_json(ctx.run_dir / "scenario.json", doc)
+    atomic_write_json(ctx.layout.scenario_json, doc)
     return doc

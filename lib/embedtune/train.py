@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -192,15 +191,3 @@ def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed:
     shutil.rmtree(work, ignore_errors=True)
     return TrainResult(out_dir, seconds, trainer.state.global_step, history, dev_before,
                        trainer.state.best_metric, trainer.state.best_model_checkpoint, precision)
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -4,7 +4,7 @@ import pytest
 
 from embedtune.config import ModelConfig, load_config
 from embedtune.crosscheck import beir_ndcg, identical_id_hits, mteb_ndcg
-from embedtune.data import load_experiment_data
+from embedtune.context import load_experiment_data
 from embedtune.evaluate import evaluate_runs
 from embedtune.models import load_model
 from embedtune.retrieval import DenseIndex

@@ -5,7 +5,6 @@ of a finished sweep runs nothing."""
 import collections
 import json
 import os
-from pathlib import Path
 
 import pytest
 import yaml
@@ -24,18 +23,18 @@ POINTS = ["learning_rate=2e-05", "learning_rate=5e-05"]
 
 @pytest.fixture(scope="module")
 def executed():
-    """How many times papermill executed each notebook in this process (by stem), from here on."""
-    import papermill
+    """How many times each notebook was executed in this process (by stem), from here on."""
+    from embedtune import notebook
 
     counts = collections.Counter()
-    real = papermill.execute_notebook
+    real = notebook.execute
 
-    def counting(input_path, *args, **kwargs):
-        counts[Path(input_path).stem] += 1
-        return real(input_path, *args, **kwargs)
+    def counting(stem, *args, **kwargs):
+        counts[stem] += 1
+        return real(stem, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(papermill, "execute_notebook", counting)
+        mp.setattr(notebook, "execute", counting)
         yield counts
 
 

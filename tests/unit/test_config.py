@@ -54,14 +54,18 @@ def test_missing_required(tmp_path):
 
 def test_overrides_are_validated_like_the_file(tmp_path):
     path = write(tmp_path, BASE)
-    cfg = load_config(path, {"model.batch_size": "16", "retrieval.hybrid.method": "rrf"})
+    cfg = load_config(path, {"model.batch_size": 16, "retrieval.hybrid.method": "rrf"})
     assert cfg.model.batch_size == 16 and cfg.retrieval.hybrid.method == "rrf"
+    with pytest.raises(ConfigError, match="model.batch_size: expected an integer, got '16'"):
+        load_config(path, {"model.batch_size": "16"})  # API values are Python values, not YAML text
     with pytest.raises(ConfigError, match=r"unknown key model\.nme"):
         load_config(path, {"model.nme": "x"})
 
 
 def test_parse_override():
     assert parse_override("model.batch_size=8") == ("model.batch_size", 8)
+    assert parse_override("train.learning_rate=2e-5") == ("train.learning_rate", 2e-5)  # a number
+    assert parse_override('experiment="123"') == ("experiment", "123")  # quoted: text, read once
     assert parse_override("data.max_docs=null") == ("data.max_docs", None)
     with pytest.raises(ConfigError):
         parse_override("model.batch_size")
@@ -72,7 +76,8 @@ def test_every_committed_params_file_loads():
 
     files = sorted((ROOT / "params").glob("*.yaml"))
     assert files
-    from embedtune.sweep import plan_sweep, read_params
+    from embedtune.sweep import plan_sweep
+    from embedtune.sweep.plan import read_params
 
     for path in files:
         raw, sweep = read_params(path)

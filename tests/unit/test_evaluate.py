@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from embedtune.evaluate import evaluate_runs, paired_significance
+from embedtune.evaluate import evaluate_runs
+from embedtune.stats import comparisons
 
 QRELS = {"q1": {"d1": 1}, "q2": {"d3": 1, "d4": 2}, "q3": {"d5": 1}}
 RUN = {
@@ -40,7 +41,7 @@ def test_cutoff_applies():
 def test_paired_significance_delta_and_identical_runs():
     better = {"q1": {"d1": 1.0}, "q2": {"d4": 1.0, "d3": 0.9}, "q3": {"d5": 1.0}}
     scores = evaluate_runs(QRELS, {"a": better, "b": RUN, "c": RUN}, ["ndcg@10"])
-    sig = paired_significance(scores, ["a_vs_b", "b_vs_c", "a_vs_missing"], ["ndcg@10"])
+    sig = comparisons(scores.per_query, ["a_vs_b", "b_vs_c", "a_vs_missing"], ["ndcg@10"])
     assert set(sig) == {"a_vs_b", "b_vs_c"}
     expected = scores.mean["a"]["ndcg@10"] - scores.mean["b"]["ndcg@10"]
     assert sig["a_vs_b"]["ndcg@10"]["delta"] == pytest.approx(expected)

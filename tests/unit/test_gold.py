@@ -1,6 +1,7 @@
 import pytest
 
 from embedtune import gold as G
+from embedtune import labeling as L
 from embedtune.config import load_config
 from embedtune.data import load_beir
 
@@ -105,7 +106,7 @@ def fake_search(queries, k):
 def test_labeler_saves_and_resumes(tmp_path):
     gold_file = tmp_path / "labels" / "gold.tsv"
     new_q = {G.gold_query_id("solar panels"): "solar panels"}
-    labeler = G.Labeler(gold_file, CORPUS, {**QUERIES, **new_q}, fake_search, k=3, dataset_queries=QUERIES)
+    labeler = L.Labeler(gold_file, CORPUS, {**QUERIES, **new_q}, fake_search, k=3, dataset_queries=QUERIES)
     assert labeler.next_query() == "q1" and labeler.progress()["pending"] == 3
     assert [c.doc_id for c in labeler.candidates("q1")] == ["d1", "d2", "d3"]
     labeler.save("q1", {"d1": 2, "d2": 0, "d3": 1})
@@ -116,7 +117,7 @@ def test_labeler_saves_and_resumes(tmp_path):
     assert [p.name for p in gold_file.parent.iterdir()] == ["gold.tsv"]  # no temporary left
 
     # a new session resumes: saved queries are done, the skipped one is back
-    again = G.Labeler(gold_file, CORPUS, {**QUERIES, **new_q}, fake_search, k=3, dataset_queries=QUERIES)
+    again = L.Labeler(gold_file, CORPUS, {**QUERIES, **new_q}, fake_search, k=3, dataset_queries=QUERIES)
     assert again.next_query() == "q2" and again.progress()["labelled"] == 2
     assert again.progress()["relevant_judgements"] == 3
     # the file is a gold file the importer reads
@@ -128,7 +129,7 @@ def test_labeler_saves_and_resumes(tmp_path):
 
 
 def test_labeler_rejects_bad_labels(tmp_path):
-    labeler = G.Labeler(tmp_path / "g.tsv", CORPUS, QUERIES, fake_search)
+    labeler = L.Labeler(tmp_path / "g.tsv", CORPUS, QUERIES, fake_search)
     with pytest.raises(ValueError, match="grades must be one of"):
         labeler.save("q1", {"d1": 5})
     with pytest.raises(KeyError, match="not in the corpus"):
@@ -140,8 +141,8 @@ def test_labeler_rejects_bad_labels(tmp_path):
 
 def test_label_widget_save_advances(tmp_path):
     pytest.importorskip("ipywidgets", reason="the labelling notebook needs ipywidgets")
-    labeler = G.Labeler(tmp_path / "g.tsv", CORPUS, QUERIES, fake_search, k=2)
-    ui = G.label_widget(labeler)
+    labeler = L.Labeler(tmp_path / "g.tsv", CORPUS, QUERIES, fake_search, k=2)
+    ui = L.label_widget(labeler)
     status, error, body = ui.children
     assert "0</b> of 2" in status.value and "Why do cats purr?" in body.children[0].value
     toggles = [c for c in body.children if hasattr(c, "options")]
@@ -161,11 +162,11 @@ def test_label_widget_save_advances(tmp_path):
 def test_labeler_from_config(tiny_beir, tmp_path):
     params = write(tmp_path, "p.yaml", f"experiment: t\ndata:\n  dataset: {tiny_beir}\n")
     cfg = load_config(params)
-    labeler = G.Labeler.from_config(cfg, tmp_path / "g.tsv", split="test", k=2)
+    labeler = L.Labeler.from_config(cfg, tmp_path / "g.tsv", split="test", k=2)
     assert list(labeler.queries) == ["q1", "q2"]
     assert labeler.candidates("q1")[0].doc_id == "d1"
     queries_file = write(tmp_path, "q.txt", "why do cats purr\n\nsourdough bread flour\n")
-    labeler = G.open_labeler(params, {}, tmp_path / "g.tsv", queries_file=str(queries_file), k=2)
+    labeler = L.open_labeler(params, {}, tmp_path / "g.tsv", queries_file=str(queries_file), k=2)
     assert list(labeler.queries) == ["q1", G.gold_query_id("sourdough bread flour")]
     assert labeler.candidates(G.gold_query_id("sourdough bread flour"))[0].doc_id == "d5"
 

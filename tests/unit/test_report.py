@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from embedtune import report as rp
+from embedtune import stats
 
 
 def per_query(values: dict[str, list[float]], metric: str = "ndcg@10") -> pd.DataFrame:
@@ -19,14 +20,14 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_queries():
     rng = np.random.default_rng(0)
     small = per_query({"a": list(rng.random(30))})
     large = per_query({"a": list(rng.random(3000))})
-    ci_small = rp.bootstrap_ci(small, ["ndcg@10"], samples=500).loc[("a", "ndcg@10")]
-    ci_large = rp.bootstrap_ci(large, ["ndcg@10"], samples=500).loc[("a", "ndcg@10")]
+    ci_small = stats.bootstrap_ci(small, ["ndcg@10"], samples=500).loc[("a", "ndcg@10")]
+    ci_large = stats.bootstrap_ci(large, ["ndcg@10"], samples=500).loc[("a", "ndcg@10")]
     assert ci_small["low"] < ci_small["mean"] < ci_small["high"]
     assert (ci_large["high"] - ci_large["low"]) < (ci_small["high"] - ci_small["low"]) / 5
 
 
 def test_constant_system_gets_a_zero_width_interval():
-    ci = rp.bootstrap_ci(per_query({"a": [1.0] * 10}), ["ndcg@10"]).loc[("a", "ndcg@10")]
+    ci = stats.bootstrap_ci(per_query({"a": [1.0] * 10}), ["ndcg@10"]).loc[("a", "ndcg@10")]
     assert ci["low"] == ci["mean"] == ci["high"] == 1.0
 
 
@@ -36,13 +37,13 @@ def test_markers_only_for_significant_differences():
     frame = per_query({"generic": list(base), "better": list(np.clip(base + 0.2, 0, 1)),
                        "worse": list(np.clip(base - 0.2, 0, 1)),
                        "noise": list(np.clip(base + rng.normal(0, 0.01, 200), 0, 1))})
-    ci = rp.bootstrap_ci(frame, ["ndcg@10"], samples=200)
+    ci = stats.bootstrap_ci(frame, ["ndcg@10"], samples=200)
     table = rp.quality_table(ci, frame, ["ndcg@10"])
     assert table.loc["better", "ndcg@10"].endswith("▲")
     assert table.loc["worse", "ndcg@10"].endswith("▼")
     assert not table.loc["noise", "ndcg@10"].endswith(("▲", "▼"))
     assert not table.loc["generic", "ndcg@10"].endswith(("▲", "▼"))
-    fisher = rp.paired_p_values(frame, "ndcg@10", "generic", test="fisher")
+    fisher = stats.against(frame, "ndcg@10", "generic", test="fisher")
     assert fisher["better"][1] < 0.01 and fisher["noise"][1] > 0.05
 
 

@@ -12,7 +12,15 @@ import yaml
 
 from embedtune import runner, sweep
 from embedtune.config import ConfigError, load_config
+from embedtune.keys import stage_keys
+from embedtune.layout import RunLayout
+from embedtune.runfolder import finish_stage, is_fresh, reuse_stage, upstream_state
 from embedtune.runner import StageError, run_experiment
+from embedtune.stats import holm
+from embedtune.sweep import cli as sweep_cli
+from embedtune.sweep import execute
+from embedtune.sweep.grid import short_keys
+from embedtune.sweep.execute import StageReuse
 from tests.conftest import ROOT
 
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -60,7 +68,7 @@ def test_point_names_say_what_varies_and_stay_short():
     assert sweep.point_name({"negatives.sources": [], "negatives.relative_margin": None},
                             ["negatives.sources", "negatives.relative_margin"]) == \
         "sources=empty,relative_margin=none"
-    assert sweep.short_keys(["train.batch_size", "model.batch_size", "seed"]) == {
+    assert short_keys(["train.batch_size", "model.batch_size", "seed"]) == {
         "train.batch_size": "train.batch_size", "model.batch_size": "model.batch_size", "seed": "seed"}
     long = sweep.point_name({"data.dataset": "x" * 200}, ["data.dataset"])
     assert len(long) == 99 and long != sweep.point_name({"data.dataset": "x" * 201}, ["data.dataset"])
@@ -130,12 +138,12 @@ def test_fixed_overrides_go_into_the_base_and_defaults_come_from_the_experiment(
 # --- stage reuse ---------------------------------------------------------------------------
 
 def _finished_stage(folder, stage, key, seconds=9.0, content="a\n"):
-    stem = runner.STAGES[stage]
-    (folder / ".stages").mkdir(parents=True, exist_ok=True)
-    (folder / ".stages" / f"{stage}.json").write_text(json.dumps({"key": key}))
-    (folder / f"{stem}.ipynb").write_text("{}")
-    (folder / f"{stem}.html").write_text("<html/>")
-    out = folder / runner.STAGE_OUTPUTS[stage][0]
+    layout = RunLayout(folder)
+    layout.stages_dir.mkdir(parents=True, exist_ok=True)
+    layout.marker(stage).write_text(json.dumps({"key": key, "upstream": upstream_state(layout, stage)}))
+    layout.executed(stage).write_text("{}")
+    layout.html(stage).write_text("<html/>")
+    out = layout.products(stage)[0]
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.jsonl").write_text(content)
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
@@ -150,23 +158,25 @@ def test_a_point_reuses_a_stage_that_finished_elsewhere_under_the_same_key(tmp_p
     b.mkdir(parents=True)
     (b / "pairs").mkdir()
     (b / "pairs" / "stale.jsonl").write_text("old")
-    guard = sweep.StageReuse(sweep_dir)
+    guard = StageReuse(sweep_dir, load_config(SMOKE), str(SMOKE), {})
     with guard("pairs", "k1", b):
-        assert runner.is_fresh(b, "pairs", "k1")  # before the runner checks: it will skip the stage
+        assert is_fresh(RunLayout(b), "pairs", "k1")  # before the runner checks: it will skip the stage
     assert not (b / "pairs" / "stale.jsonl").exists()
     assert os.path.samefile(a / "pairs" / "train.jsonl", b / "pairs" / "train.jsonl")  # hard link
     assert (b / "01_pairs.ipynb").is_file() and (b / "01_pairs.html").is_file()
     marker = json.loads((b / ".stages" / "pairs.json").read_text())
     assert marker["key"] == "k1" and marker["reused_from"] == str(a.resolve())
-    assert json.loads((b / "manifest.json").read_text())["stages"]["pairs"] == {
-        "seconds": 9.0, "status": "reused", "finished": "t0", "from": str(a)}
+    record = json.loads((b / "manifest.json").read_text())["stages"]["pairs"]
+    assert {k: record[k] for k in ("seconds", "status", "from")} == {
+        "seconds": 9.0, "status": "reused", "from": str(a)}
+    assert (b / "params.yaml").is_file()  # the reused stage finished here: its params are recorded
     c = sweep_dir / "c"
     c.mkdir()
     with guard("pairs", "k2", c):  # another key: nothing to reuse
         pass
     assert not (c / "pairs").exists()
     with pytest.raises(ValueError, match="not fresh"):
-        runner.reuse_stage(a, c, "pairs", "k2")
+        reuse_stage(a, c, "pairs", "k2", load_config(SMOKE), params_file=None, overrides={})
 
 
 def test_reuse_looks_in_the_experiment_folder_and_other_sweeps_after_its_own_points(tmp_path):
@@ -174,7 +184,7 @@ def test_reuse_looks_in_the_experiment_folder_and_other_sweeps_after_its_own_poi
     _finished_stage(experiment / "other" / "p", "negatives", "k")
     _finished_stage(experiment, "negatives", "k")
     _finished_stage(experiment / "mine" / "q", "negatives", "k")
-    guard = sweep.StageReuse(experiment / "mine")
+    guard = StageReuse(experiment / "mine", load_config(SMOKE), str(SMOKE), {})
     assert guard.candidates() == [experiment / "mine" / "q", experiment, experiment / "other" / "p"]
     target = experiment / "mine" / "r"
     target.mkdir()
@@ -186,24 +196,27 @@ def test_reuse_looks_in_the_experiment_folder_and_other_sweeps_after_its_own_poi
 
 def test_a_reused_stage_is_skipped_and_a_rerun_of_it_never_writes_into_its_source(
         tiny_params, tmp_path, monkeypatch):
-    import shutil
-
+    import nbformat
     import papermill
 
     calls = []
 
-    def fake_execute(input_path, output_path, parameters, **kwargs):  # a stage that writes in place
-        calls.append(parameters["run_dir"])
-        shutil.copy(input_path, output_path)
-        (Path(parameters["run_dir"]) / "pairs").mkdir(exist_ok=True)
-        with open(Path(parameters["run_dir"]) / "pairs" / "train.jsonl", "w") as fh:
-            fh.write(f"written in {Path(parameters['run_dir']).name}\n")
+    def fake_execute(node, output_path, parameters, **kwargs):  # a kernel whose stage writes in place
+        folder = Path(parameters["run_dir"])
+        calls.append(str(folder))
+        nbformat.write(node, output_path)
+        (folder / "pairs").mkdir(exist_ok=True)
+        with open(folder / "pairs" / "train.jsonl", "w") as fh:
+            fh.write(f"written in {folder.name}\n")
+        cfg = load_config(parameters["params_file"], parameters["overrides"])
+        finish_stage(RunLayout(folder), "pairs", stage_keys(cfg)["pairs"], cfg, seconds=1.0,
+                     params_file=parameters["params_file"], overrides={}, by="runner")
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     a, b = tmp_path / "exp" / "s" / "a", tmp_path / "exp" / "s" / "b"
     run_experiment(tiny_params, stages=["pairs"], run_dir=a, progress=False)
-    key = runner.stage_keys(load_config(tiny_params))["pairs"]
-    runner.reuse_stage(a, b, "pairs", key)
+    cfg = load_config(tiny_params)
+    reuse_stage(a, b, "pairs", stage_keys(cfg)["pairs"], cfg, params_file=str(tiny_params), overrides={})
     run_experiment(tiny_params, stages=["pairs"], run_dir=b, progress=False, rerun_named=False)
     assert calls == [str(a.resolve())]  # fresh through reuse: skipped although named
     assert json.loads((b / "manifest.json").read_text())["stages"]["pairs"]["status"] == "reused"
@@ -225,11 +238,11 @@ class FakeRunner:
     def __call__(self, params_file, stages, overrides, run_dir, progress, rerun_named, stage_guard):
         assert rerun_named is False and progress is False
         self.calls.append(dict(overrides))
-        keys = runner.stage_keys(load_config(params_file, overrides))
+        keys = stage_keys(load_config(params_file, overrides))
         run_dir.mkdir(parents=True, exist_ok=True)
         for stage in stages:
             with stage_guard(stage, keys[stage], run_dir):
-                if runner.is_fresh(run_dir, stage, keys[stage]):
+                if is_fresh(RunLayout(run_dir), stage, keys[stage]):
                     continue
                 if stage == "train" and self.fail and all(overrides.get(k) == v for k, v in self.fail.items()):
                     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -271,7 +284,7 @@ def tiny_params(tmp_path, tiny_beir):
 def test_a_failed_point_is_reported_the_others_finish_and_a_rerun_does_only_what_is_missing(
         tiny_params, tmp_path, monkeypatch):
     fake = FakeRunner(fail={"train.learning_rate": 2e-5})
-    monkeypatch.setattr(sweep, "run_experiment", fake)
+    monkeypatch.setattr(execute, "run_experiment", fake)
     out = tmp_path / "exp" / "lr"
     grid = {"train.learning_rate": [2e-5, 5e-5, 1e-4]}
     result = sweep.run_sweep(tiny_params, grid, stages=["pairs", "train"], out_dir=out,
@@ -299,8 +312,8 @@ def test_a_failed_point_is_reported_the_others_finish_and_a_rerun_does_only_what
 
 def test_parallel_workers_share_a_stage_under_its_lock(tiny_params, tmp_path, monkeypatch):
     fake = FakeRunner()
-    monkeypatch.setattr(sweep, "run_experiment", fake)
-    monkeypatch.setattr(sweep, "_pool", lambda workers: cf.ThreadPoolExecutor(workers))  # same path, no spawn
+    monkeypatch.setattr(execute, "run_experiment", fake)
+    monkeypatch.setattr(execute, "_pool", lambda workers: cf.ThreadPoolExecutor(workers))  # same path, no spawn
     out = tmp_path / "exp" / "lr"
     result = sweep.run_sweep(tiny_params, {"train.learning_rate": [2e-5, 5e-5, 1e-4]},
                              stages=["pairs", "train"], out_dir=out, workers=3, report=False, progress=False)
@@ -380,9 +393,9 @@ def test_a_failed_baseline_point_is_said_and_nothing_is_tested_against_it(tmp_pa
 
 
 def test_holm_adjusts_several_points_against_one_baseline():
-    assert sweep.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert sweep.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
-    assert sweep.holm([]) == []
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([]) == []
 
 
 def test_categorical_x_axis_keeps_the_grid_order(tmp_path):
@@ -406,7 +419,7 @@ def test_the_reproduce_command_reads_back_as_the_same_sweep(tmp_path):
     command = sweep.load_comparison(folder).command()
     args = _cli(shlex.split(command)[1:])
     assert dict(sweep.parse_grid(g) for g in args.grid) == summary["grid"]
-    assert {k: sweep.numbers(v) for k, v in map(parse_override, args.overrides)} == summary["fixed"]
+    assert dict(map(parse_override, args.overrides)) == summary["fixed"]
     assert (args.name, args.baseline, args.x, args.stages) == (
         "pairs", "n=100", "pairs.max_train_pairs", "pairs,negatives,train,evaluate")
 
@@ -415,21 +428,23 @@ def test_the_reproduce_command_reads_back_as_the_same_sweep(tmp_path):
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="embedtune")
-    sweep.add_parser(parser.add_subparsers(dest="command"))
+    sweep_cli.add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(argv)
 
 
 def test_cli_reports_failed_points_with_exit_code_1(tiny_params, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "run_experiment", FakeRunner(fail={"train.learning_rate": 2e-5}))
+    monkeypatch.setattr(execute, "run_experiment", FakeRunner(fail={"train.learning_rate": 2e-5}))
     args = _cli(["sweep", str(tiny_params), "--grid", "train.learning_rate=2e-5,5e-5", "--stages", "pairs,train",
                  "--out", str(tmp_path / "exp" / "lr"), "--no-report", "--no-progress"])
-    assert sweep.run_cli(args) == 1
+    assert sweep_cli.run_cli(args) == 1
     out = capsys.readouterr().out
     assert "failed  learning_rate=2e-05 (train): StageError" in out and "ok  learning_rate=5e-05" in out
 
 
 def test_cli_refuses_a_bad_grid_with_exit_code_2(capsys):
-    assert sweep.run_cli(_cli(["sweep", str(SMOKE), "--grid", "train.loss=mnrl,infonce"])) == 2
+    from embedtune.cli import main
+
+    assert main(["sweep", str(SMOKE), "--grid", "train.loss=mnrl,infonce"]) == 2
     assert "'infonce' is not one of" in capsys.readouterr().err
 
 
@@ -451,7 +466,7 @@ def test_truncated_table_lists_each_point_at_full_and_cut_dimensions(tmp_path):
 
 
 def test_stage_keys_ignore_the_sections_of_unused_training_sources():
-    keys = lambda **o: runner.stage_keys(load_config(SMOKE, o))  # noqa: E731
+    keys = lambda **o: stage_keys(load_config(SMOKE, o))  # noqa: E731
     gold = keys()
     assert keys(**{"synthetic.max_docs": 7, "clicks.simulator.eta": 2.0, "crop.max_docs": 3}) == gold
     used = keys(**{"pairs.sources": ["gold", "synthetic"]})
@@ -492,7 +507,7 @@ def test_points_that_differ_only_in_seed_are_summarised_as_one_group(tmp_path):
     assert small["p_value"] == pytest.approx(ttest_rel([1, .5, .5, 0], [0, 0, 0, 0]).pvalue)
     assert large["n seeds"] == 1 and pd.isna(large["sd"]) and large["vs generic"] == pytest.approx(0.75)
     assert large["p_value"] == pytest.approx(ttest_rel([1, 1, 1, 0], [0, 0, 0, 0]).pvalue)
-    assert list(table["p_holm"]) == pytest.approx(sweep.holm(list(table["p_value"])))
+    assert list(table["p_holm"]) == pytest.approx(holm(list(table["p_value"])))
     assert not table["significant"].any()
     assert sweep.load_comparison(_sweep_folder(tmp_path, {"n=100": ("ok", [1, 0], [0, 0])},
                                                {"n=100": 100})).over_seeds().empty

@@ -9,34 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
-import matplotlib.pyplot as plt
-from matplotlib.patches import FancyBboxPatch
-
-from embedtune.context import RunContext, now
+from embedtune import plots
+from embedtune.context import RunContext, stage
 from embedtune.data import doc_text
 from embedtune.decide import Decision, Measurements, fragmentation, vocabulary_stats, walk
 from embedtune.evaluate import evaluate_runs
-from embedtune.fusion import fuse_runs
+from embedtune.fusion import HybridRetriever
 from embedtune.io import atomic_write_json
 from embedtune.pairs import gold_pairs, leakage_guard
-
-# flowchart nodes: id -> (x, y, label)
-NODES = {
-    "generic_recall_high": (0.5, 0.92, "Generic recall@10\n>= 90 %?"),
-    "special_vocabulary": (0.5, 0.72, "Special\nvocabulary?"),
-    "labelled_pairs": (0.5, 0.50, ">= 1K labelled\npairs?"),
-    "generic_recall": (0.5, 0.28, "Generic recall@10\nunder 70 %?"),
-    "hybrid_closes_gap": (0.5, 0.08, "Hybrid alone\nreaches 70 %?"),
-    "skip": (0.88, 0.72, "Skip\nfine-tuning"),
-    "hybrid": (0.12, 0.50, "Use hybrid\nretrieval"),
-    "fine-tune": (0.88, 0.08, "Fine-tune"),
-}
-EDGES = [("generic_recall_high", "special_vocabulary", "no"), ("generic_recall_high", "skip", "yes"),
-         ("special_vocabulary", "labelled_pairs", "yes"), ("special_vocabulary", "skip", "no"),
-         ("labelled_pairs", "generic_recall", "yes"), ("labelled_pairs", "hybrid", "no"),
-         ("generic_recall", "hybrid_closes_gap", "yes"), ("generic_recall", "skip", "no"),
-         ("hybrid_closes_gap", "fine-tune", "no"), ("hybrid_closes_gap", "hybrid", "yes")]
-
+from embedtune.provenance import now
 
 @dataclass
 class DecideResult:
@@ -47,32 +28,7 @@ class DecideResult:
 
     def plot(self):
         """The flowchart, with the path taken and the verdict highlighted."""
-        return draw_flowchart(self.decision.path, self.decision.verdict)
-
-
-def draw_flowchart(path: list[str], verdict: str):
-    """The brief's decision flowchart with ``path`` and ``verdict`` highlighted (a figure)."""
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    visited = set(path)
-    pairs = set(zip(path, path[1:]))
-    for a, b, label in EDGES:
-        (x1, y1, _), (x2, y2, _) = NODES[a], NODES[b]
-        on = (a, b) in pairs
-        ax.annotate("", xy=(x2, y2), xytext=(x1, y1),
-                    arrowprops=dict(arrowstyle="->", lw=2.5 if on else 1, color="C3" if on else "0.7"))
-        ax.text((x1 + x2) / 2, (y1 + y2) / 2, label, fontsize=8, color="C3" if on else "0.5",
-                ha="center", va="center", backgroundcolor="white")
-    for node, (x, y, text) in NODES.items():
-        on = node in visited or node == verdict
-        ax.add_patch(FancyBboxPatch((x - 0.11, y - 0.055), 0.22, 0.11, boxstyle="round,pad=0.01",
-                                    fc="#fde0dc" if on else "white", ec="C3" if on else "0.6",
-                                    lw=2 if on else 1))
-        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.axis("off")
-    ax.set_title(f"Verdict: {verdict}")
-    return fig
+        return plots.draw_flowchart(self.decision.path, self.decision.verdict)
 
 
 def _click_pairs(ctx: RunContext) -> int:
@@ -89,6 +45,7 @@ def _click_pairs(ctx: RunContext) -> int:
     return len(clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)[0])
 
 
+@stage("decide")
 def run(ctx: RunContext) -> DecideResult:
     cfg = ctx.cfg
     ds, splits = ctx.data
@@ -115,11 +72,12 @@ def run(ctx: RunContext) -> DecideResult:
     dev_scores = {}
     if dev:
         dev_q = {q: ds.queries[q] for q in dev}
-        generic = ctx.generic_index.search(ctx.base_model, dev_q, cfg.model, cfg.retrieval.top_k)
-        bm25 = ctx.bm25.search(dev_q, cfg.retrieval.top_k)
+        generic = ctx.generic
         # RRF, not the convex weight: a weight chosen on these dev queries would flatter hybrid here
-        hybrid = fuse_runs(bm25, generic, dataclasses.replace(cfg.retrieval.hybrid, method="rrf"))
-        dev_scores = evaluate_runs(dev, {"generic": generic, "hybrid": hybrid, "bm25": bm25},
+        rrf = dataclasses.replace(cfg.retrieval.hybrid, method="rrf")
+        systems = {"generic": generic, "hybrid": HybridRetriever("hybrid", ctx.bm25, generic, rrf),
+                   "bm25": ctx.bm25}
+        dev_scores = evaluate_runs(dev, {name: s.search(dev_q, cfg.retrieval.top_k) for name, s in systems.items()},
                                    ["recall@10", "hit_rate@10", "ndcg@10"]).mean
     else:
         raise ValueError("00_decide needs dev queries (never test): add a dev split or train qrels")
@@ -145,5 +103,5 @@ def run(ctx: RunContext) -> DecideResult:
         "thresholds": asdict(cfg.decide),
         "created": now(),
     }
-    atomic_write_json(ctx.run_dir / "decision.json", document)
+    atomic_write_json(ctx.layout.decision, document)
     return DecideResult(decision, measurements, vocab, document)

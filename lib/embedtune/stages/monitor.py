@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from embedtune.context import RunContext, now
+from embedtune.context import RunContext, stage
 from embedtune.index_store import CorpusIndex
 from embedtune.io import atomic_write_json
 from embedtune.models import model_fingerprint
 from embedtune.monitor import (CorpusSnapshot, MonitorLog, Recommendation, check_regression,
                                corpus_drift, evaluate_version, recommend)
+from embedtune.provenance import now
 from embedtune.registry import Registry, registry_dir
 
 
@@ -146,6 +147,7 @@ def _gold_set(ctx: RunContext):
     return ds, {q: ds.queries[q] for q in splits.test}, splits.test
 
 
+@stage("monitor")
 def run(ctx: RunContext) -> MonitorResult:
     cfg = ctx.cfg
     if cfg.monitor.scenario:
@@ -160,14 +162,15 @@ def run(ctx: RunContext) -> MonitorResult:
     gold_set = cfg.experiment
 
     versions, notes = [], []
-    if (ctx.run_dir / "model" / "modules.json").is_file():
-        versions.append(registry.register(ctx.run_dir / "model")["version"])
+    model_dir = ctx.layout.model_dir
+    if (model_dir / "modules.json").is_file():
+        versions.append(registry.register(model_dir)["version"])
     production = registry.production()
     if production and production not in versions:
         versions.append(production)
         notes.append(f"production version {production} monitored on this experiment's gold set too")
     if not versions:
-        raise ValueError(f"nothing to monitor: no model in {ctx.run_dir / 'model'} (run the train stage) "
+        raise ValueError(f"nothing to monitor: no model in {model_dir} (run the train stage) "
                          f"and no production version in the registry at {registry.root}")
 
     regressions, indexes, reports = {}, {}, {}
@@ -211,7 +214,7 @@ def run(ctx: RunContext) -> MonitorResult:
         "evaluations": len(monitor_log.entries(gold_set=gold_set)),
         "notes": notes,
     }
-    atomic_write_json(ctx.run_dir / "monitor.json", doc)
+    atomic_write_json(ctx.layout.monitor_json, doc)
     ctx.update_manifest(monitor={"versions": versions, "production": production,
                                  "retrain": advice.retrain, "finished": now()})
     return MonitorResult(doc, monitor_log.entries(gold_set=gold_set), registry.table(mc.metric),
@@ -229,7 +232,7 @@ def _run_scenario(ctx: RunContext) -> MonitorResult:
     grown = next(s for s in scenario["steps"] if "drift" in s)
     doc = {
         "created": now(),
-        "scenario": str(ctx.run_dir / "scenario.json"),
+        "scenario": str(ctx.layout.scenario_json),
         "registry": str(registry.root),
         "production": registry.production(),
         "monitored": registry.version_ids(),
@@ -244,7 +247,7 @@ def _run_scenario(ctx: RunContext) -> MonitorResult:
         "evaluations": len(monitor_log.entries()),
         "steps": list(steps),
     }
-    atomic_write_json(ctx.run_dir / "monitor.json", doc)
+    atomic_write_json(ctx.layout.monitor_json, doc)
     ctx.update_manifest(monitor={"scenario": True, "seconds": scenario["seconds"], "finished": now()})
     return MonitorResult(doc, monitor_log.entries(), registry.table(mc.metric), scenario=scenario,
                          metric=mc.metric, pointer=registry.pointer())

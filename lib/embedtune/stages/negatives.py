@@ -12,11 +12,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from embedtune import plots
-from embedtune.context import RunContext
-from embedtune.io import atomic_path
+from embedtune.context import RunContext, stage
+from embedtune.io import atomic_path, write_rows
 from embedtune.negatives import MiningStats, judged_positives, mine
-from embedtune.stages import pairs as pairs_stage
-from embedtune.train import write_rows
 
 
 @dataclass
@@ -39,10 +37,11 @@ class NegativesResult:
                               "hard negative": r["negatives"][0][:120] + "..."} for r in rows])
 
 
+@stage("negatives")
 def run(ctx: RunContext) -> NegativesResult:
     cfg = ctx.cfg
     ds, _ = ctx.data
-    pairs, _ = pairs_stage.load(ctx)
+    pairs = ctx.pairs()
     judged = judged_positives(ds, min_score=1)  # any grade above 0 is never a negative
     index = ctx.generic_index
     qids = sorted({p["query_id"] for p in pairs})
@@ -55,18 +54,10 @@ def run(ctx: RunContext) -> NegativesResult:
         bm25=ctx.bm25 if "bm25" in cfg.negatives.sources else None,
         precision=cfg.model.precision,
     )
-    with atomic_path(ctx.run_dir / "negatives") as folder:
+    layout = ctx.layout
+    with atomic_path(layout.negatives_dir) as folder:
         folder.mkdir()
-        write_rows(folder / "train.jsonl", rows)
-        (folder / "stats.json").write_text(json.dumps(stats.summary(), indent=1))
+        write_rows(folder / layout.negatives_train.name, rows)
+        (folder / layout.negatives_stats.name).write_text(json.dumps(stats.summary(), indent=1))
         (folder / "miner_report.txt").write_text(stats.st_report)
     return NegativesResult(rows, stats)
-
-
-def load(ctx: RunContext) -> list[dict]:
-    from embedtune.train import read_rows
-
-    path = ctx.run_dir / "negatives" / "train.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no negatives yet; run the negatives stage first")
-    return read_rows(path)

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from embedtune.context import RunContext
-from embedtune.io import atomic_path
-from embedtune.pairs import LeakageReport, gold_pairs, leakage_guard
-from embedtune.train import write_rows
+from embedtune.context import RunContext, stage
+from embedtune.io import atomic_path, write_rows
+from embedtune.pairs import LeakageReport, cap_per_query, gold_pairs, leakage_guard
 
 
 @dataclass
@@ -34,6 +33,7 @@ class PairsResult:
         return frame
 
 
+@stage("pairs")
 def run(ctx: RunContext) -> PairsResult:
     cfg = ctx.cfg
     ds, splits = ctx.data
@@ -85,15 +85,16 @@ def run(ctx: RunContext) -> PairsResult:
         "sources": {s: len(v) for s, v in by_source.items()},
         "source_details": details,
     }
-    with atomic_path(ctx.run_dir / "pairs") as folder:
+    layout = ctx.layout
+    with atomic_path(layout.pairs_dir) as folder:
         folder.mkdir()
-        write_rows(folder / "train.jsonl", rows)
-        (folder / "dev_qrels.json").write_text(json.dumps(dev_qrels))
+        write_rows(folder / layout.pairs_train.name, rows)
+        (folder / layout.dev_qrels.name).write_text(json.dumps(dev_qrels))
         (folder / "leakage.json").write_text(json.dumps(leakage.summary() | {
             "exact": leakage.exact, "near": {k: list(v) for k, v in leakage.near.items()}}, indent=1))
-        (folder / "stats.json").write_text(json.dumps(stats, indent=1))
+        (folder / layout.pairs_stats.name).write_text(json.dumps(stats, indent=1))
         if validation is not None:
-            (folder / "click_validation.json").write_text(json.dumps(validation))
+            (folder / layout.click_validation.name).write_text(json.dumps(validation))
     return PairsResult(rows, dev_qrels, leakage, stats)
 
 
@@ -147,7 +148,7 @@ def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[d
         queries = {q: ds.queries[q] for q in qrels}
         depth = cfg.clicks.simulator.depth
         shown = (ctx.bm25.search(queries, depth) if cfg.clicks.simulator.ranker == "bm25"
-                 else ctx.generic_index.search(ctx.base_model, queries, cfg.model, depth))
+                 else ctx.generic.search(queries, depth))
         impressions = clicks.simulate_clicks(qrels, shown, queries, cfg.clicks.simulator, cfg.seed)
         train_ids, val_ids = set(train_qrels), set(dev_qrels)
     else:
@@ -162,25 +163,3 @@ def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[d
     return rows, validation, {"impressions": len(impressions), "pairs": len(rows),
                               "validation_queries": len(validation["qrels"]) if validation else 0,
                               "simulated": bool(cfg.clicks.simulate and not cfg.clicks.path)}
-
-
-def cap_per_query(rows: list[dict], cap: int, seed: int) -> list[dict]:
-    """At most ``cap`` pairs per query, a seeded choice; queries keep their order."""
-    by_query: dict[str, list[dict]] = {}
-    for row in rows:
-        by_query.setdefault(row["query_id"], []).append(row)
-    rng = random.Random(seed)
-    kept = []
-    for query_rows in by_query.values():
-        kept += query_rows if len(query_rows) <= cap else rng.sample(query_rows, cap)
-    return kept
-
-
-def load(ctx: RunContext) -> tuple[list[dict], dict]:
-    """The training pairs and dev qrels that 01_pairs left in the run folder."""
-    from embedtune.train import read_rows
-
-    folder = ctx.run_dir / "pairs"
-    if not (folder / "train.jsonl").is_file():
-        raise FileNotFoundError(f"{folder}: no pairs yet; run the pairs stage first")
-    return read_rows(folder / "train.jsonl"), json.loads((folder / "dev_qrels.json").read_text())

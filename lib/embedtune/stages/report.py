@@ -16,8 +16,11 @@ import pandas as pd
 
 from embedtune import plots
 from embedtune import report as rp
-from embedtune.context import RunContext, now
+from embedtune.context import RunContext, stage
 from embedtune.io import atomic_path, atomic_write_json, read_json
+from embedtune.layout import RunLayout
+from embedtune.provenance import now
+from embedtune.stats import bootstrap_ci
 
 SYSTEM_ORDER = ("bm25", "generic", "hybrid_generic", "finetuned", "hybrid_finetuned")
 
@@ -52,7 +55,8 @@ class ReportResult:
                                                   "hit_rate@10")) -> pd.DataFrame:
         cfg = self.summary["evaluate"]
         return rp.quality_table(self.ci, self.per_query, [m for m in metrics if m in self.per_query],
-                                against="generic", max_p=cfg["max_p"], test=cfg["stat_test"])
+                                baseline="generic", max_p=cfg["max_p"], test=cfg["stat_test"],
+                                seed=cfg["seed"])
 
     def significance(self) -> pd.DataFrame:
         rows = [{"comparison": name, "metric": m, "delta": v["delta"], "p_value": v["p_value"]}
@@ -136,11 +140,10 @@ class ReportResult:
         if fig is None:
             return None
         fig.tight_layout()
-        folder = self.run_dir / "figures"
-        folder.mkdir(exist_ok=True)
-        with atomic_path(folder / f"{name}.png") as tmp:
+        path = RunLayout(self.run_dir).figure(name)
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
-        self.figures[name] = folder / f"{name}.png"
+        self.figures[name] = path
         return fig
 
 
@@ -207,9 +210,7 @@ def _fig_cost(r: ReportResult):
 def _fig_decision(r: ReportResult):
     if not r.decision:
         return None
-    from embedtune.stages.decide import draw_flowchart
-
-    return draw_flowchart(r.decision["path"], r.decision["verdict"])
+    return plots.draw_flowchart(r.decision["path"], r.decision["verdict"])
 
 
 FIGURES = {"headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_recall,
@@ -218,58 +219,27 @@ FIGURES = {"headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_
 
 
 def measure_latency(ctx: RunContext, metrics_doc: dict, n_queries: int) -> dict[str, dict]:
-    """Time each system answering test queries one at a time (encode + search + fuse)."""
-    from embedtune.fusion import fuse_as_chosen
-    from embedtune.models import encode_queries
-    from embedtune.retrieval import DenseIndex
-    from embedtune.stages import train as train_stage
-
+    """Time each system answering test queries one at a time (encode + search + fuse), with the
+    hybrid weights 04_evaluate chose and no embedding cache."""
     cfg = ctx.cfg
     ds, splits = ctx.data
     qids = sorted(splits.test)
     qids = random.Random(cfg.seed).sample(qids, min(n_queries, len(qids)))
     texts = [ds.queries[q] for q in qids]
-    top_k = cfg.retrieval.top_k
-    bm25 = ctx.bm25
-
-    def bm25_one(text):
-        return bm25.search({"q": text}, top_k)
-
-    def dense_one(model, index):
-        def search(text):
-            emb = encode_queries(model, [text], 1, cfg.model.precision)
-            idx, scores = index.search_embeddings(emb, top_k)
-            return {"q": {index.doc_ids[j]: float(s) for j, s in zip(idx[0], scores[0])}}
-        return search
-
-    def hybrid_one(dense_search, info):
-        def search(text):
-            return fuse_as_chosen(bm25_one(text), dense_search(text), cfg.retrieval.hybrid, info, top_k)
-        return search
-
-    systems = {"bm25": bm25_one,
-               "generic": dense_one(ctx.base_model, ctx.generic_index)}
-    finetuned = train_stage.load_finetuned(ctx)
-    if finetuned is not None and "finetuned" in metrics_doc["systems"]:
-        ft_index = DenseIndex.build(finetuned, ds.corpus, cfg.model, backend=cfg.retrieval.dense_backend)
-        systems["finetuned"] = dense_one(finetuned, ft_index)
-    for dense in ("generic", "finetuned"):
-        name = f"hybrid_{dense}"
-        if dense in systems and name in metrics_doc["systems"]:
-            systems[name] = hybrid_one(systems[dense], metrics_doc.get("hybrid", {}).get(name, {}))
-    return {name: rp.latency(search, texts) for name, search in systems.items()}
+    systems = {name: system for name, system in ctx.systems(metrics_doc.get("hybrid", {})).items()
+               if name in metrics_doc["systems"]}
+    return {name: rp.latency(lambda text, s=system: s.search({"q": text}, cfg.retrieval.top_k, cache=False),
+                             texts)
+            for name, system in systems.items()}
 
 
 def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[float]]:
     """Base-model cosine of each training pair's positive and its mined negatives."""
     import numpy as np
 
-    path = ctx.run_dir / "negatives" / "train.jsonl"
-    if not path.is_file():
+    if not ctx.layout.negatives_train.is_file():
         return {}
-    from embedtune.train import read_rows
-
-    rows = read_rows(path)[:max_rows]
+    rows = ctx.negatives()[:max_rows]
     index = ctx.generic_index
     position = {d: i for i, d in enumerate(index.doc_ids)}
     texts = {r["query_id"]: r["anchor"] for r in rows}  # synthetic queries are not in ds.queries
@@ -285,24 +255,26 @@ def negative_scores(ctx: RunContext, max_rows: int = 5000) -> dict[str, list[flo
     return {"positive": pos, "negative": neg}
 
 
-def compare_with(folder: Path, per_query: pd.DataFrame, names: tuple[str, ...],
-                 test: str = "student") -> dict[str, pd.DataFrame]:
+def compare_with(ctx: RunContext, per_query: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """nDCG@10 of this run's systems against other runs' on the shared test queries.
 
-    ``names`` are experiment names (folders beside this run's) or paths to run folders.
+    ``report.compare_with`` names experiments (folders beside this experiment's in the results
+    folder) or paths to run folders (project-relative).
 
     Raises:
         FileNotFoundError: a named run has no ``per_query.csv`` (run its evaluate stage first).
     """
+    from embedtune.layout import compare_with_folder
+
+    cfg = ctx.cfg
     out = {}
-    for name in names:
-        other = Path(name) if Path(name).is_absolute() else folder.parent / name
-        path = other / "per_query.csv"
+    for name in cfg.report.compare_with:
+        path = RunLayout(compare_with_folder(cfg, name)).per_query
         if not path.is_file():
             raise FileNotFoundError(f"report.compare_with: {path} not found; run "
                                     f"'embedtune run params/{Path(name).name}.yaml' first")
         out[Path(name).name] = rp.compare_runs(per_query, pd.read_csv(path, dtype={"query_id": str}),
-                                               "ndcg@10", test)
+                                               "ndcg@10", cfg.evaluate.stat_test, cfg.seed)
     return out
 
 
@@ -314,13 +286,15 @@ def _click_agreement(metrics: dict, metric: str = "ndcg@10") -> dict | None:
                              {s: v[metric] for s, v in metrics["systems"].items()})
 
 
+@stage("report")
 def run(ctx: RunContext) -> ReportResult:
     cfg = ctx.cfg
-    folder = ctx.run_dir
-    metrics = read_json(folder / "metrics.json")
+    layout = ctx.layout
+    folder = layout.root
+    metrics = read_json(layout.metrics)
     if not metrics:
-        raise FileNotFoundError(f"{folder / 'metrics.json'}: no metrics yet; run the evaluate stage first")
-    per_query = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str})
+        raise FileNotFoundError(f"{layout.metrics}: no metrics yet; run the evaluate stage first")
+    per_query = pd.read_csv(layout.per_query, dtype={"query_id": str})
     per_query = per_query[per_query["system"].isin(metrics["systems"])]
     order = [s for s in SYSTEM_ORDER if s in metrics["systems"]] + \
             [s for s in metrics["systems"] if s not in SYSTEM_ORDER]
@@ -328,23 +302,23 @@ def run(ctx: RunContext) -> ReportResult:
     per_query = per_query.sort_values(["system", "query_id"])
     per_query["system"] = per_query["system"].astype(str)
     metric_names = [m for m in cfg.evaluate.metrics if m in per_query.columns]
-    ci = rp.bootstrap_ci(per_query, metric_names, cfg.report.bootstrap_samples,
-                         cfg.report.confidence, cfg.seed)
+    ci = bootstrap_ci(per_query, metric_names, cfg.report.bootstrap_samples, cfg.report.confidence,
+                      cfg.seed)
     ci = ci.reindex([(s, m) for s in order for m in metric_names])
 
-    version = read_json(folder / "model" / "version.json")
+    version = ctx.version()
     latency_ms = measure_latency(ctx, metrics, cfg.report.latency_queries)
     manifest = ctx.read_manifest()
-    cost_stages, cost = rp.cost_table(manifest, metrics, version, cfg.report, folder / "model",
+    cost_stages, cost = rp.cost_table(manifest, metrics, version, cfg.report, layout.model_dir,
                                       latency_ms)
     result = ReportResult(
-        run_dir=folder, metrics=metrics, decision=read_json(folder / "decision.json"),
+        run_dir=folder, metrics=metrics, decision=read_json(layout.decision),
         per_query=per_query, ci=ci, cost_stages=cost_stages, cost=cost, version=version,
-        training_log=read_json(folder / "model" / "training_log.json"),
-        negatives=read_json(folder / "negatives" / "stats.json"),
-        pairs=read_json(folder / "pairs" / "stats.json"),
+        training_log=read_json(layout.training_log),
+        negatives=read_json(layout.negatives_stats),
+        pairs=read_json(layout.pairs_stats),
         negative_scores=negative_scores(ctx),
-        comparisons=compare_with(folder, per_query, cfg.report.compare_with, cfg.evaluate.stat_test),
+        comparisons=compare_with(ctx, per_query),
     )
     wins = None
     if {"finetuned", "generic"} <= set(per_query["system"]):
@@ -365,11 +339,11 @@ def run(ctx: RunContext) -> ReportResult:
         "click_agreement": _click_agreement(metrics),
         "compared_with": {name: table.reset_index().to_dict(orient="records")
                           for name, table in result.comparisons.items()},
-        "evaluate": {"max_p": cfg.evaluate.max_p, "stat_test": cfg.evaluate.stat_test},
+        "evaluate": {"max_p": cfg.evaluate.max_p, "stat_test": cfg.evaluate.stat_test, "seed": cfg.seed},
         "confidence": cfg.report.confidence,
         "bootstrap_samples": cfg.report.bootstrap_samples,
         "created": now(),
     }
-    atomic_write_json(folder / "report.json", result.summary)
+    atomic_write_json(layout.report_json, result.summary)
     rp.refresh_results_index(folder)
     return result

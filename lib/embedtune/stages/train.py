@@ -12,20 +12,19 @@ import hashlib
 import json
 import logging
 import random
-import shutil
 from dataclasses import dataclass
 
 import pandas as pd
 
 from embedtune import plots
-from embedtune.context import RunContext, git_state, now
+from embedtune.config import save_config
+from embedtune.context import RunContext, stage
 from embedtune.data import doc_text
 from embedtune.io import atomic_write_json
 from embedtune.models import load_model, model_fingerprint
 from embedtune.negatives import judged_positives
-from embedtune.retrieval import show_progress
-from embedtune.stages import negatives as negatives_stage
-from embedtune.stages import pairs as pairs_stage
+from embedtune.progress import show_progress
+from embedtune.provenance import git_state, now
 from embedtune.train import TrainResult, dev_evaluator, fine_tune, training_dataset
 
 log = logging.getLogger(__name__)
@@ -63,14 +62,12 @@ def dev_corpus(ctx: RunContext, dev_qrels: dict, bm25_depth: int = 20) -> dict[s
     return {d: doc_text(ds.corpus[d]) for d in sorted(keep)}
 
 
+@stage("train")
 def run(ctx: RunContext) -> TrainStageResult:
     cfg = ctx.cfg
     ds, _ = ctx.data
-    if cfg.negatives.sources and (ctx.run_dir / "negatives" / "train.jsonl").is_file():
-        rows = negatives_stage.load(ctx)
-    else:
-        rows, _ = pairs_stage.load(ctx)
-    _, dev_qrels = pairs_stage.load(ctx)
+    rows = ctx.negatives() if cfg.negatives.sources and ctx.layout.negatives_train.is_file() else ctx.pairs()
+    dev_qrels = ctx.dev_qrels()
     doc_ids = sorted(ds.corpus)
     train_ds = training_dataset(rows, cfg.train.loss, [doc_text(ds.corpus[d]) for d in doc_ids],
                                 judged_positives(ds), doc_ids, cfg.seed)
@@ -83,7 +80,7 @@ def run(ctx: RunContext) -> TrainStageResult:
     if cfg.train.loss == "gist":
         guide = load_model(cfg.train.gist_guide or cfg.model.name, cfg.model.device)
     base_fp = model_fingerprint(model)
-    out = ctx.run_dir / "model"
+    out = ctx.layout.model_dir
     result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
                        progress=show_progress())
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
@@ -105,8 +102,8 @@ def run(ctx: RunContext) -> TrainStageResult:
         "git": git_state(),
         "created": now(),
     }
-    atomic_write_json(out / "version.json", version)
-    shutil.copy(ctx.run_dir / "params.yaml", out / "params.yaml")
+    atomic_write_json(ctx.layout.version, version)
+    save_config(cfg, out / "params.yaml")
     registered = register_model(ctx, out)
     ctx.update_manifest(train={"version": version["version"], "seconds": version["train_seconds"],
                                "steps": result.steps, "precision": result.precision,
@@ -136,11 +133,3 @@ def register_model(ctx: RunContext, model_dir) -> dict:
                     "`embedtune models register %s`", registry.root, exc, model_dir)
         return {"path": str(registry.root), "error": f"{type(exc).__name__}: {exc}"}
     return {"path": str(registry.root), "version": manifest["version"]}
-
-
-def load_finetuned(ctx: RunContext):
-    """The fine-tuned model that 03_train left in the run folder, or None."""
-    path = ctx.run_dir / "model"
-    if not (path / "modules.json").is_file():
-        return None
-    return load_model(str(path), ctx.cfg.model.device)

@@ -1,0 +1,64 @@
+"""Bad input through real notebook kernels: a key in an endpoint URL reaches no file, Ctrl-C
+leaves a clean message and an `interrupted` stage, a notebook run by hand is never taken for
+another config's run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from embedtune import paths
+from embedtune.runner import StageError, run_experiment
+
+KEY = "sk-DUMMY-0123456789abcdef"
+
+
+@pytest.fixture
+def tiny_params(tmp_path, tiny_beir):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)},
+                                    "results_dir": str(tmp_path / "results")}))
+    return path
+
+
+def test_a_key_in_the_endpoint_url_reaches_no_file(tiny_params, tmp_path):
+    run = tmp_path / "results" / "tiny"
+    overrides = {"synthetic.backend": "openai", "synthetic.endpoint.base_url": f"http://127.0.0.1:9/v1?key={KEY}",
+                 "synthetic.endpoint.model": "m", "synthetic.endpoint.api_key_env": None,
+                 "synthetic.endpoint.max_retries": 0, "synthetic.max_docs": 2,
+                 "pairs.sources": ["gold", "synthetic"]}
+    with pytest.raises(StageError, match=r"127\.0\.0\.1:9/v1/chat/completions failed") as info:
+        run_experiment(tiny_params, stages=["decide", "pairs"], overrides=overrides, run_dir=run,
+                       progress=False)
+    assert KEY not in str(info.value)
+    assert "key=REDACTED" in (run / "params.yaml").read_text()  # decide finished: its params, redacted
+    assert (run / "01_pairs.failed.ipynb").is_file()
+    written = [p for root in (run, paths.cache_dir()) for p in root.rglob("*") if p.is_file()]
+    assert len(written) > 5
+    leaks = [str(p) for p in written if KEY.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_ctrl_c_prints_one_line_and_marks_the_stage_interrupted(tiny_params, tmp_path):
+    run = tmp_path / "results" / "tiny"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "embedtune.cli", "run", str(tiny_params), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group, as a terminal's job
+    deadline = time.time() + 120
+    while not list(run.glob(".*.running.ipynb")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # inside the first notebook
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, kernel included
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("embedtune: interrupted")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["decide"]["status"] == "interrupted"
+    assert not (run / ".stages" / "decide.json").exists() and not (run / "decision.json").exists()
+    assert not list(run.glob(".*.running.ipynb")) and not (run / ".lock.holder.json").exists()
