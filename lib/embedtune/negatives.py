@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import logging
 import re
@@ -113,10 +114,39 @@ class MiningStats:
         }
 
 
+def seed_miner_cache(cache_folder: Path, model, corpus_texts: list[str], corpus_emb: np.ndarray,
+                     queries: list[str], query_emb: np.ndarray) -> int:
+    """Put embeddings the project already has (the generic index, cached query embeddings) where
+    ``mine_hard_negatives`` looks for its own (its ``cache_folder``), so it encodes nothing.
+
+    The file names follow sentence-transformers' scheme (sha256 of the model's base name, the
+    prompts and the texts); should that scheme change, the miner finds no file and encodes as
+    before: slower, never wrong. Returns how many files were written.
+    """
+    from embedtune.io import atomic_path
+
+    name = model.model_card_data.base_model or ""
+    written = 0
+    for kind, texts, emb in (("query", queries, query_emb), ("corpus", corpus_texts, corpus_emb)):
+        digest = hashlib.sha256(repr((name, None, None, texts)).encode()).hexdigest()
+        path = Path(cache_folder) / f"{kind}_embeddings_{digest}.npy"
+        if not path.is_file():
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(emb, dtype=np.float32))
+            written += 1
+    return written
+
+
 def _dense_candidates(pairs: list[Pair], judged: dict[str, set[str]], ds: BeirDataset, model,
                       cfg: NegativesConfig, cache_folder: Path, precision: str,
-                      stats: MiningStats) -> dict[tuple[str, str], list[tuple[str, float]]]:
-    """mine_hard_negatives over the whole corpus; returns (query id, doc id) -> [(neg id, score)]."""
+                      stats: MiningStats, teacher: np.ndarray | None = None,
+                      doc_index: dict[str, int] | None = None,
+                      query_emb: dict[str, np.ndarray] | None = None) -> dict[tuple[str, str], list[tuple[str, float]]]:
+    """mine_hard_negatives over the whole corpus; returns (query id, doc id) -> [(neg id, score)].
+
+    With the base model's corpus and query embeddings (``teacher``, ``query_emb``) the miner's
+    cache is seeded first, so the corpus is not encoded a second time."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
@@ -132,7 +162,14 @@ def _dense_candidates(pairs: list[Pair], judged: dict[str, set[str]], ds: BeirDa
             rows["anchor"].append(anchor)
             rows["positive"].append(doc_text(ds.corpus[did]))
     text_to_id = {doc_text(doc): did for did, doc in ds.corpus.items()}
-    corpus_texts = list(dict.fromkeys(doc_text(ds.corpus[d]) for d in sorted(ds.corpus)))
+    first_id = {}
+    for did in sorted(ds.corpus):
+        first_id.setdefault(doc_text(ds.corpus[did]), did)
+    corpus_texts = list(first_id)  # what the miner's corpus becomes: the unique texts, in this order
+    if teacher is not None and doc_index is not None and query_emb is not None:
+        seed_miner_cache(cache_folder, model, corpus_texts,
+                         teacher[[doc_index[first_id[t]] for t in corpus_texts]],
+                         list(anchor_ids), np.stack([query_emb[q] for q in anchor_ids.values()]))
     from embedtune.progress import show_progress
 
     printed = io.StringIO()
@@ -184,7 +221,8 @@ def mine(ds: BeirDataset, pairs: list[Pair], judged: dict[str, set[str]], cfg: N
         from embedtune.models import model_fingerprint
 
         folder = (cache_root or paths.cache_dir()) / "mining" / model_fingerprint(model)[7:23]
-        found = _dense_candidates(pairs, judged, ds, model, cfg, folder, precision, stats)
+        found = _dense_candidates(pairs, judged, ds, model, cfg, folder, precision, stats,
+                                  teacher, doc_index, query_emb)
         per_source["dense"] = found
         skipped = re.search(r"Skipped ([\d,]+) potential negatives .* relative_margin", stats.st_report)
         stats.removed_margin["dense"] = int(skipped.group(1).replace(",", "")) if skipped else 0

@@ -103,3 +103,25 @@ def test_dense_miner_masks_all_positives(engine_beir, tmp_path):
     negatives = rows[0]["negative_ids"]
     assert negatives and not {"p1", "p2"} & set(negatives)
     assert list((tmp_path / "mining").iterdir())  # sentence-transformers' cache_folder was used
+
+
+def test_the_miner_reuses_the_generic_index_instead_of_encoding_the_corpus_again(engine_beir, tmp_path):
+    from embedtune.config import ModelConfig
+    from embedtune.models import encode_queries, load_model
+    from embedtune.retrieval import DenseIndex
+
+    ds = engine_beir
+    model = load_model("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    cfg = NegativesConfig(sources=("dense",), per_pair=3, range_max=5, relative_margin=None)
+    pairs = gold_pairs(ds, ds.qrels["train"])
+    index = DenseIndex.build(model, ds.corpus, ModelConfig(precision="fp32"), cache=False)
+    q_emb = {"q1": encode_queries(model, [ds.queries["q1"]])[0]}
+    plain, plain_stats = mine(ds, pairs, judged_positives(ds), cfg, model, None, None, None,
+                              cache_root=tmp_path / "plain", precision="fp32")
+    seeded, seeded_stats = mine(ds, pairs, judged_positives(ds), cfg, model, index.embeddings,
+                                {d: i for i, d in enumerate(index.doc_ids)}, q_emb,
+                                cache_root=tmp_path / "seeded", precision="fp32")
+    assert "[Cache] Loaded corpus embeddings" in seeded_stats.st_report  # nothing encoded again
+    assert "[Cache] Loaded query embeddings" in seeded_stats.st_report
+    assert "[Cache] Loaded" not in plain_stats.st_report  # encoded, then saved
+    assert [r["negative_ids"] for r in seeded] == [r["negative_ids"] for r in plain]
