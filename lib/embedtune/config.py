@@ -104,7 +104,11 @@ class HybridConfig:
 @dataclass(frozen=True)
 class RetrievalConfig:
     top_k: int = 100  # depth of every run; recall@100 and map@100 need 100
-    dense_backend: Literal["exact", "faiss"] = "exact"  # faiss for large corpora
+    dense_backend: Literal["exact", "faiss", "hnsw", "ivf"] = "exact"  # faiss: exact; hnsw / ivf: approximate (big corpora)
+    hnsw_m: int = 32  # HNSW graph degree
+    hnsw_ef_search: int = 128  # HNSW search breadth: higher is slower and closer to exact
+    ivf_nlist: int | None = None  # IVF lists; None: 4 sqrt(N)
+    ivf_nprobe: int = 32  # IVF lists searched per query
     query_batch_size: int = 256  # queries per similarity block in exact search
     bm25: BM25Config = field(default_factory=BM25Config)
     hybrid: HybridConfig = field(default_factory=HybridConfig)

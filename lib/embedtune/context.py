@@ -68,10 +68,11 @@ class RunContext:
     @functools.cached_property
     def generic_index(self):
         """Base-model embeddings of the corpus (from the embedding cache when present)."""
-        from embedtune.retrieval import DenseIndex
+        from embedtune.retrieval import DenseIndex, ann_params
 
         return DenseIndex.build(self.base_model, self.data[0].corpus, self.cfg.model,
-                                backend=self.cfg.retrieval.dense_backend)
+                                backend=self.cfg.retrieval.dense_backend,
+                                ann=ann_params(self.cfg.retrieval))
 
     @functools.cached_property
     def bm25(self):
@@ -99,14 +100,15 @@ class RunContext:
     @functools.cached_property
     def dense_systems(self) -> dict:
         """``generic`` and, when 03_train left a model, ``finetuned`` over its own index."""
-        from embedtune.retrieval import DenseIndex, DenseRetriever
+        from embedtune.retrieval import DenseIndex, DenseRetriever, ann_params
 
         cfg = self.cfg
         out = {"generic": self.generic}
         finetuned = self.finetuned_model()
         if finetuned is not None:
             index = DenseIndex.build(finetuned, self.data[0].corpus, cfg.model,
-                                     backend=cfg.retrieval.dense_backend)
+                                     backend=cfg.retrieval.dense_backend,
+                                     ann=ann_params(cfg.retrieval))
             out["finetuned"] = DenseRetriever("finetuned", finetuned, index, cfg.model)
         return out
 

@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,7 +60,12 @@ def top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 @dataclass
 class DenseIndex:
-    """Normalised document embeddings for one (model, corpus) pair."""
+    """Normalised document embeddings for one (model, corpus) pair.
+
+    ``backend``: ``exact`` (numpy, blocks of queries), ``faiss`` (faiss flat: exact), ``hnsw`` or
+    ``ivf`` (approximate faiss indexes, built once on first search with ``ann`` parameters; see
+    :func:`embedtune.shards.build_index`).
+    """
 
     doc_ids: list[str]
     embeddings: np.ndarray  # (n_docs, dim), float32, L2-normalised
@@ -68,10 +74,12 @@ class DenseIndex:
     encode_seconds: float  # time the encoding took when it was computed (also when cached)
     from_cache: bool
     backend: str = "exact"
+    ann: dict = field(default_factory=dict)  # build_index parameters for hnsw / ivf
+    _faiss: dict = field(default_factory=dict, repr=False, compare=False)  # (id, shape) -> index
 
     @classmethod
     def build(cls, model, corpus: dict[str, dict[str, str]], cfg: ModelConfig,
-              backend: str = "exact", cache: bool = True) -> "DenseIndex":
+              backend: str = "exact", cache: bool = True, ann: dict | None = None) -> "DenseIndex":
         """Encode the corpus, or load the embeddings cached for this model and corpus.
 
         The cache key is the model fingerprint (weights + settings), the corpus fingerprint
@@ -82,7 +90,7 @@ class DenseIndex:
         c_fp = corpus_fingerprint(corpus)
         emb, info = cached_encode(model, m_fp, c_fp, [doc_text(corpus[d]) for d in doc_ids],
                                   "document", cfg, cache=cache)
-        return cls(doc_ids, emb, m_fp, c_fp, info["seconds"], info["from_cache"], backend)
+        return cls(doc_ids, emb, m_fp, c_fp, info["seconds"], info["from_cache"], backend, dict(ann or {}))
 
     @property
     def docs_per_second(self) -> float | None:
@@ -92,12 +100,8 @@ class DenseIndex:
     def search_embeddings(self, query_emb: np.ndarray, top_k: int,
                           batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Top-k document indices and cosine scores for normalised query embeddings."""
-        if self.backend == "faiss":
-            import faiss
-
-            index = faiss.IndexFlatIP(self.embeddings.shape[1])
-            index.add(self.embeddings)
-            scores, idx = index.search(query_emb, min(top_k, len(self.doc_ids)))
+        if self.backend != "exact":
+            scores, idx = self.faiss_index().search(query_emb, min(top_k, len(self.doc_ids)))
             return idx, scores
         all_idx, all_scores = [], []
         for start in range(0, len(query_emb), batch_size):
@@ -106,6 +110,24 @@ class DenseIndex:
             all_idx.append(idx)
             all_scores.append(vals)
         return np.vstack(all_idx), np.vstack(all_scores)
+
+    def faiss_index(self):
+        """The faiss index of this backend over these embeddings (built once, then kept)."""
+        from embedtune.shards import build_index
+
+        key = (id(self.embeddings), self.embeddings.shape)
+        if key not in self._faiss:
+            kind = "flat" if self.backend == "faiss" else self.backend
+            self._faiss.clear()
+            self._faiss[key] = build_index([self.embeddings], kind, **self.ann)
+        return self._faiss[key]
+
+    def recall_against_exact(self, query_emb: np.ndarray, k: int = 10) -> float:
+        """How much of the exact top-k this backend's top-k holds (1.0 for exact backends)."""
+        from embedtune.shards import recall_against
+
+        exact = dataclasses.replace(self, backend="exact", _faiss={})
+        return recall_against(exact.search_embeddings(query_emb, k)[0], self.search_embeddings(query_emb, k)[0], k)
 
     def search(self, model, queries: dict[str, str], cfg: ModelConfig, top_k: int = 100,
                cache: bool = True) -> Run:
@@ -119,6 +141,15 @@ class DenseIndex:
             qid: {self.doc_ids[j]: float(s) for j, s in zip(idx[i], scores[i]) if j >= 0}
             for i, qid in enumerate(qids)
         }
+
+
+def ann_params(cfg) -> dict:
+    """:func:`embedtune.shards.build_index` parameters from a RetrievalConfig."""
+    if cfg.dense_backend == "hnsw":
+        return {"hnsw_m": cfg.hnsw_m, "ef_search": cfg.hnsw_ef_search}
+    if cfg.dense_backend == "ivf":
+        return {"nlist": cfg.ivf_nlist, "nprobe": cfg.ivf_nprobe}
+    return {}
 
 
 def texts_fingerprint(texts: list[str]) -> str:

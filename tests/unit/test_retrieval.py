@@ -67,3 +67,20 @@ def test_faiss_backend_matches_exact(tiny_beir, minilm):
     a, b = exact.search(minilm, q, cfg, top_k=3), faiss_index.search(minilm, q, cfg, top_k=3)
     assert [list(a[k]) for k in q] == [list(b[k]) for k in q]
     assert all(a[k][d] == pytest.approx(b[k][d], abs=1e-5) for k in q for d in a[k])
+
+
+@pytest.mark.parametrize("backend", ["faiss", "hnsw", "ivf"])
+def test_faiss_backends_are_built_once_and_report_their_recall_against_exact(backend):
+    from embedtune.retrieval import DenseIndex
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3000, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = DenseIndex([f"d{i}" for i in range(3000)], emb, "m", "c", 0.0, False, backend,
+                       {"nlist": 32, "nprobe": 8} if backend == "ivf" else {})
+    queries = emb[:50] + 0.01 * rng.normal(size=(50, 16)).astype(np.float32)
+    idx, _ = index.search_embeddings(queries, 10)
+    assert index.faiss_index() is index.faiss_index()  # built once
+    assert (idx[:, 0] == np.arange(50)).mean() > 0.9  # each query's own document comes first
+    recall = index.recall_against_exact(queries, 10)
+    assert (recall == 1.0) if backend == "faiss" else (0.5 < recall <= 1.0)

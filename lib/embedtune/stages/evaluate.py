@@ -24,7 +24,7 @@ from embedtune.fusion import HybridRetriever
 from embedtune.io import atomic_path, atomic_write_json
 from embedtune.models import resolve_precision
 from embedtune.provenance import environment, now
-from embedtune.retrieval import DenseIndex, Run, save_run
+from embedtune.retrieval import DenseIndex, Run, ann_params, save_run
 from embedtune.stats import comparisons
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,13 @@ def run(ctx: RunContext) -> EvaluationResult:
         ood = out_of_domain(ctx, dense["generic"].model, finetuned.model)
         timings["ood_seconds"] = time.perf_counter() - start
 
+    if cfg.retrieval.dense_backend in ("hnsw", "ivf"):  # what the approximate search missed
+        extra_ann = {name: {"backend": cfg.retrieval.dense_backend, **system.index.ann,
+                            "recall@10_vs_exact": system.index.recall_against_exact(
+                                ctx.embed_queries(system.model, list(test_q.values())), 10)}
+                     for name, system in dense.items()}
+    else:
+        extra_ann = {}
     click_validation = _click_validation(ctx, systems, wanted)
     truncated = truncated_dims(ctx, test_q, splits.test, dense, cfg.evaluate.dims)
 
@@ -128,6 +135,8 @@ def run(ctx: RunContext) -> EvaluationResult:
         "index_bytes": int(index.embeddings.nbytes),
     }
     extra = {"hybrid": hybrid_info, "stat_test": cfg.evaluate.stat_test, "created": now()}
+    if extra_ann:
+        extra["ann"] = extra_ann
     if click_validation:
         extra["click_validation"] = click_validation
     if truncated:
@@ -194,7 +203,7 @@ def truncated_dims(ctx: RunContext, queries: dict[str, str], qrels: dict,
             full = index.embeddings.shape[1]
             if not 0 < dim <= full:
                 raise ValueError(f"evaluate.dims: {dim} is not between 1 and the model's dimension {full}")
-            small = dataclasses.replace(index, embeddings=_cut(index.embeddings, dim))
+            small = dataclasses.replace(index, embeddings=_cut(index.embeddings, dim), _faiss={})
             q_emb = _cut(q_full[label], dim)
             idx, scores = small.search_embeddings(q_emb, cfg.retrieval.top_k)
             runs[label] = {q: {small.doc_ids[j]: float(v) for j, v in zip(idx[i], scores[i]) if j >= 0}
@@ -229,7 +238,8 @@ def out_of_domain(ctx: RunContext, generic, finetuned) -> dict:
         queries = {q: ds.queries[q] for q in qrels}
         runs = {}
         for label, model in (("generic", generic), ("finetuned", finetuned)):
-            index = DenseIndex.build(model, ds.corpus, cfg.model, backend=cfg.retrieval.dense_backend)
+            index = DenseIndex.build(model, ds.corpus, cfg.model, backend=cfg.retrieval.dense_backend,
+                                     ann=ann_params(cfg.retrieval))
             runs[label] = index.search(model, queries, cfg.model, cfg.retrieval.top_k)
         scores = evaluate_runs(qrels, runs, ["ndcg@10", "recall@10", "recall@100"])
         sig = comparisons(scores.per_query, ["finetuned_vs_generic"], ["ndcg@10"], cfg.evaluate.stat_test, cfg.seed)
