@@ -108,16 +108,57 @@ def training_dataset(rows: list[dict], loss: str, corpus_texts: list[str], judge
     return Dataset.from_dict(data)
 
 
-def dev_evaluator(queries: dict[str, str], qrels: dict[str, dict[str, int]], corpus: dict[str, str],
-                  batch_size: int, name: str = "dev"):
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+DEV_METRICS = {"ndcg@10": "ndcg@10", "recall@10": "recall@10", "mrr@10": "mrr@10", "map@100": "map@100",
+               "accuracy@10": "hit_rate@10"}  # the dev log's names (as sentence-transformers' IR evaluator) -> ranx
 
-    return InformationRetrievalEvaluator(
-        queries=queries, corpus=corpus,
-        relevant_docs={q: {d for d, s in docs.items() if s > 0} for q, docs in qrels.items()},
-        name=name, ndcg_at_k=[10], mrr_at_k=[10], accuracy_at_k=[10], precision_recall_at_k=[10],
-        map_at_k=[100], batch_size=batch_size, show_progress_bar=False, write_csv=False,
-    )
+
+def dev_evaluator(queries: dict[str, str], qrels: dict[str, dict[str, int]], corpus: dict[str, str],
+                  batch_size: int, precision: str = "fp32", name: str = "dev"):
+    """The dev evaluator of a training run (see :func:`make_dev_evaluator`)."""
+    return make_dev_evaluator()(queries, qrels, corpus, batch_size, precision, name)
+
+
+def make_dev_evaluator():
+    """The class of :func:`dev_evaluator`: built on first use, so importing this module stays cheap."""
+    import numpy as np
+    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+    from embedtune.evaluate import evaluate_runs
+    from embedtune.models import encode_documents, encode_queries
+    from embedtune.retrieval import top_k_from_scores
+
+    class DevEvaluator(SentenceEvaluator):
+        """Dev queries against a dev corpus: the metrics of sentence-transformers'
+        InformationRetrievalEvaluator (binary relevance, cosine, same names in the log), computed
+        with ranx, encoded at the training precision, and each evaluation's per-query nDCG@10
+        kept (``per_query[step]``) for the keep-base test."""
+
+        def __init__(self, queries, qrels, corpus, batch_size, precision, name):
+            super().__init__()
+            self.qids, self.query_texts = list(queries), list(queries.values())
+            self.doc_ids, self.doc_texts = list(corpus), list(corpus.values())
+            self.qrels = {q: {d: 1 for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
+            self.batch_size, self.precision, self.name = batch_size, precision, name
+            self.primary_metric = f"{name}_cosine_ndcg@10"
+            self.per_query: dict[int, dict[str, float]] = {}
+
+        def score(self, doc_emb, query_emb, steps: int = 0) -> dict[str, float]:
+            """The metrics of given embeddings (rows in ``doc_ids`` / ``qids`` order)."""
+            idx, scores = top_k_from_scores(np.asarray(query_emb) @ np.asarray(doc_emb).T, 100)
+            run = {q: {self.doc_ids[j]: float(v) for j, v in zip(idx[i], scores[i])}
+                   for i, q in enumerate(self.qids)}
+            result = evaluate_runs(self.qrels, {"dev": run}, list(DEV_METRICS.values()))
+            self.per_query[steps] = result.per_query.loc["dev"]["ndcg@10"].to_dict()
+            return {f"{self.name}_cosine_{k}": result.mean["dev"][v] for k, v in DEV_METRICS.items()}
+
+        def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+            docs = encode_documents(model, self.doc_texts, self.batch_size, self.precision)
+            queries = encode_queries(model, self.query_texts, self.batch_size, self.precision)
+            metrics = self.score(docs, queries, steps)
+            self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+            return metrics
+
+    return DevEvaluator
 
 
 @dataclass
@@ -133,10 +174,12 @@ class TrainResult:
 
 
 def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed: int,
-              guide=None, progress: bool = False) -> TrainResult:
+              guide=None, progress: bool = False, dev_before: dict | None = None) -> TrainResult:
     """Train ``model`` in place and save the best checkpoint (by dev nDCG@10) to ``out_dir``.
 
     ``out_dir`` appears only when training finished: checkpoints go to a temporary folder.
+    ``dev_before``: the base model's dev metrics when already known (step 0 of the dev curve);
+    else the evaluator computes them first.
     """
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import (
@@ -150,7 +193,8 @@ def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed:
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     eval_steps = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
-    dev_before = evaluator(model) if evaluator is not None else {}  # step 0 of the dev curve
+    if dev_before is None:  # step 0 of the dev curve
+        dev_before = evaluator(model, steps=0) if evaluator is not None else {}
     metric = f"eval_{evaluator.primary_metric}" if evaluator is not None else None
     work = out_dir.parent / f".{out_dir.name}.checkpoints"
     shutil.rmtree(work, ignore_errors=True)

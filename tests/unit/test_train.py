@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from embedtune.config import TrainConfig
@@ -53,3 +54,29 @@ def test_dataset_columns_per_loss():
     assert plain.column_names == ["anchor", "positive"]
     with pytest.raises(TrainError, match="no training pairs"):
         training_dataset([], "mnrl", corpus, judged, ids, seed=0)
+
+
+def test_the_dev_evaluator_matches_sentence_transformers_information_retrieval_evaluator():
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    from embedtune.models import encode_documents, encode_queries, load_model
+    from embedtune.train import DEV_METRICS, dev_evaluator
+
+    model = load_model("sentence-transformers/all-MiniLM-L6-v2", "cpu")
+    words = "cat dog engine thrust bread yeast rocket river stone cloud paper music".split()
+    rng = np.random.default_rng(3)
+    corpus = {f"d{i}": " ".join(rng.choice(words, 8)) for i in range(60)}
+    queries = {f"q{i}": " ".join(rng.choice(words, 3)) for i in range(15)}
+    qrels = {q: {f"d{j}": int(rng.integers(1, 3)) for j in rng.choice(60, 3, replace=False)} for q in queries}
+    ours = dev_evaluator(queries, qrels, corpus, 16, precision="fp32")
+    theirs = InformationRetrievalEvaluator(
+        queries=queries, corpus=corpus, relevant_docs={q: set(d) for q, d in qrels.items()}, name="dev",
+        ndcg_at_k=[10], mrr_at_k=[10], accuracy_at_k=[10], precision_recall_at_k=[10], map_at_k=[100],
+        batch_size=16, show_progress_bar=False, write_csv=False)
+    a, b = ours(model), theirs(model)
+    assert ours.primary_metric == theirs.primary_metric == "dev_cosine_ndcg@10"
+    for name in DEV_METRICS:
+        assert a[f"dev_cosine_{name}"] == pytest.approx(b[f"dev_cosine_{name}"], abs=1e-6), name
+    # the same scores from embeddings computed elsewhere (the generic index): nothing encoded again
+    again = ours.score(encode_documents(model, list(corpus.values())), encode_queries(model, list(queries.values())))
+    assert again == pytest.approx(a) and set(ours.per_query[0]) == set(queries)

@@ -21,7 +21,7 @@ from embedtune.config import save_config
 from embedtune.context import RunContext, stage
 from embedtune.data import doc_text
 from embedtune.io import atomic_write_json
-from embedtune.models import load_model, model_fingerprint
+from embedtune.models import load_model, model_fingerprint, resolve_precision
 from embedtune.negatives import judged_positives
 from embedtune.progress import show_progress
 from embedtune.provenance import git_state, now
@@ -71,18 +71,26 @@ def run(ctx: RunContext) -> TrainStageResult:
     doc_ids = sorted(ds.corpus)
     train_ds = training_dataset(rows, cfg.train.loss, [doc_text(ds.corpus[d]) for d in doc_ids],
                                 judged_positives(ds), doc_ids, cfg.seed)
-    evaluator = None
+    model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
+    precision = resolve_precision(cfg.train.precision, str(model.device))
+    evaluator, dev_before = None, None
     if dev_qrels:
         evaluator = dev_evaluator({q: ds.queries[q] for q in dev_qrels}, dev_qrels,
-                                  dev_corpus(ctx, dev_qrels), cfg.model.batch_size)
-    model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
+                                  dev_corpus(ctx, dev_qrels), cfg.model.batch_size, precision)
+        if resolve_precision(cfg.model.precision, str(model.device)) == precision \
+                and cfg.train.max_seq_length in (None, cfg.model.max_seq_length):
+            # the base model's dev scores from the embeddings the generic index already holds
+            index = ctx.generic_index
+            row = {d: i for i, d in enumerate(index.doc_ids)}
+            dev_before = evaluator.score(index.embeddings[[row[d] for d in evaluator.doc_ids]],
+                                         ctx.embed_queries(ctx.base_model, evaluator.query_texts))
     guide = None
     if cfg.train.loss == "gist":
         guide = load_model(cfg.train.gist_guide or cfg.model.name, cfg.model.device)
     base_fp = model_fingerprint(model)
     out = ctx.layout.model_dir
     result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
-                       progress=show_progress())
+                       progress=show_progress(), dev_before=dev_before)
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
