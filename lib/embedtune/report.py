@@ -116,6 +116,10 @@ def headline_sentence(metrics_doc: dict) -> str:
     if sig:
         text += (f" nDCG@10 fine-tuned vs generic: {sig['delta']:+.3f} "
                  f"(paired p = {sig['p_value']:.2g}).")
+    model = metrics_doc.get("finetuned_model") or {}
+    if model.get("kept") is False:
+        text += (f" **The fine-tuned model was not kept**: {model['keep_base']['reason']}; nothing was "
+                 "registered. Its test scores above are shown for the record, not as what ships.")
     return text
 
 

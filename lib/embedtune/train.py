@@ -161,6 +161,46 @@ def make_dev_evaluator():
     return DevEvaluator
 
 
+def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | None,
+                       margin: float = 0.0) -> dict:
+    """Does the best dev checkpoint beat the base model (step 0) on dev nDCG@10?
+
+    Args:
+        per_query: step -> query id -> dev nDCG@10, step 0 being the base model (the dev
+            evaluator's ``per_query``).
+        p_max: ship the fine-tuned model only when a one-sided paired t-test over the dev queries
+            gives p below this (None: always ship it).
+        margin: ... and the mean gain exceeds this.
+
+    Returns:
+        ``{"kept": bool, "best_step", "base", "best", "delta", "p_one_sided", "queries", "reason"}``.
+    """
+    import numpy as np
+
+    from embedtune.stats import paired_test
+
+    if 0 not in per_query or len(per_query) < 2:
+        return {"kept": True, "reason": "no dev evaluation to compare with the base model"}
+    base = per_query[0]
+    best_step = max((s for s in per_query if s != 0), key=lambda s: (np.mean(list(per_query[s].values())), -s))
+    qids = sorted(set(base) & set(per_query[best_step]))
+    a = np.array([per_query[best_step][q] for q in qids])
+    b = np.array([base[q] for q in qids])
+    delta, p_two = paired_test(a, b)
+    p_one = p_two / 2 if delta > 0 else 1 - p_two / 2
+    out = {"best_step": int(best_step), "base": float(b.mean()), "best": float(a.mean()), "delta": float(delta),
+           "p_one_sided": float(p_one), "queries": len(qids), "p_max": p_max, "margin": margin}
+    if p_max is None:
+        return out | {"kept": True, "reason": "train.keep_base_p is null: the fine-tuned model is always kept"}
+    kept = delta > margin and p_one < p_max
+    reason = (f"the best checkpoint (step {best_step}) beats the base model on {len(qids)} dev queries: "
+              f"nDCG@10 {b.mean():.4f} -> {a.mean():.4f} ({delta:+.4f}, one-sided p = {p_one:.2g})") if kept else (
+              f"no checkpoint beats the base model on {len(qids)} dev queries by more than {margin:g} with "
+              f"p < {p_max:g}: the best (step {best_step}) is {delta:+.4f} nDCG@10 (one-sided p = {p_one:.2g}); "
+              "the base model is kept")
+    return out | {"kept": bool(kept), "reason": reason}
+
+
 @dataclass
 class TrainResult:
     model_dir: Path

@@ -1,6 +1,7 @@
 """Runs every stage notebook through papermill on the smoke slice of scifact, and checks outputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,22 @@ def test_report_is_a_page_to_share(smoke_run):
     assert summary["cost"]["latency_ms"]["generic"]["p95_ms"] >= summary["cost"]["latency_ms"]["generic"]["p50_ms"] > 0
     for name in ("headline", "win_loss", "training", "recall_at_k", "cost", "decision"):
         assert (smoke_run / "figures" / f"{name}.png").is_file(), name
+
+
+def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "guarded"
+    shutil.copytree(smoke_run, folder)
+    registry = json.loads((folder / "manifest.json").read_text())["train"]["registry"]["path"]
+    before = sorted(p.name for p in (Path(registry) / "versions").iterdir())
+    run_experiment(SMOKE, stages=["train", "evaluate"], run_dir=folder, progress=False,
+                   overrides={"train.keep_base_p": 0.05, "train.keep_base_margin": 1.0})
+    version = json.loads((folder / "model" / "version.json").read_text())
+    assert version["kept"] is False and "the base model is kept" in version["keep_base"]["reason"]
+    assert sorted(p.name for p in (Path(registry) / "versions").iterdir()) == before  # nothing registered
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["finetuned_model"]["kept"] is False
+    from embedtune.report import headline_sentence
+
+    assert "not kept" in headline_sentence(metrics)

@@ -80,3 +80,21 @@ def test_the_dev_evaluator_matches_sentence_transformers_information_retrieval_e
     # the same scores from embeddings computed elsewhere (the generic index): nothing encoded again
     again = ours.score(encode_documents(model, list(corpus.values())), encode_queries(model, list(queries.values())))
     assert again == pytest.approx(a) and set(ours.per_query[0]) == set(queries)
+
+
+def test_the_keep_base_guard_ships_only_a_dev_gain_that_is_not_noise():
+    from embedtune.train import keep_base_decision
+
+    rng = np.random.default_rng(0)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.random(200))}
+    better = {q: min(1.0, v + 0.05 + rng.normal(0, 0.05)) for q, v in base.items()}
+    noise = {q: v + rng.normal(0, 0.05) for q, v in base.items()}
+    worse = {q: v - 0.03 for q, v in base.items()}
+    decision = keep_base_decision({0: base, 10: noise, 20: better}, p_max=0.05)
+    assert decision["kept"] and decision["best_step"] == 20 and decision["delta"] > 0.04
+    assert decision["p_one_sided"] < 1e-6 and "beats the base model" in decision["reason"]
+    rejected = keep_base_decision({0: base, 10: worse, 20: noise}, p_max=0.05)
+    assert not rejected["kept"] and "the base model is kept" in rejected["reason"]
+    assert not keep_base_decision({0: base, 20: better}, p_max=0.05, margin=0.2)["kept"]  # gain under the margin
+    assert keep_base_decision({0: base, 10: worse}, p_max=None)["kept"]  # the guard off
+    assert keep_base_decision({}, p_max=0.05)["kept"]  # no dev queries: nothing to test

@@ -143,6 +143,9 @@ def run(ctx: RunContext) -> EvaluationResult:
         extra["truncated"] = truncated
     if version:
         extra["finetuned_model"] = {k: version[k] for k in ("version", "loss", "steps", "examples")}
+        extra["finetuned_model"]["kept"] = version.get("kept", True)  # the keep-base guard's verdict (dev)
+        if "keep_base" in version:
+            extra["finetuned_model"]["keep_base"] = version["keep_base"]
     doc = metrics_document(cfg.experiment, dataset, cfg.model.name, scores, significance, cost,
                            ood=ood, extra=extra)
     layout = ctx.layout

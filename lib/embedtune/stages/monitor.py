@@ -163,8 +163,11 @@ def run(ctx: RunContext) -> MonitorResult:
 
     versions, notes = [], []
     model_dir = ctx.layout.model_dir
-    if (model_dir / "modules.json").is_file():
+    if (model_dir / "modules.json").is_file() and ctx.version().get("kept", True):
         versions.append(registry.register(model_dir)["version"])
+    elif (model_dir / "modules.json").is_file():
+        notes.append("the fine-tuned model was not kept (the keep-base guard: it did not beat the base "
+                     "model on dev), so it is not registered or monitored")
     production = registry.production()
     if production and production not in versions:
         versions.append(production)

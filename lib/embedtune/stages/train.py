@@ -25,7 +25,7 @@ from embedtune.models import load_model, model_fingerprint, resolve_precision
 from embedtune.negatives import judged_positives
 from embedtune.progress import show_progress
 from embedtune.provenance import git_state, now
-from embedtune.train import TrainResult, dev_evaluator, fine_tune, training_dataset
+from embedtune.train import TrainResult, dev_evaluator, fine_tune, keep_base_decision, training_dataset
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ def run(ctx: RunContext) -> TrainStageResult:
     out = ctx.layout.model_dir
     result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
                        progress=show_progress(), dev_before=dev_before)
+    guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
+                               cfg.train.keep_base_p, cfg.train.keep_base_margin)
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
@@ -107,14 +109,17 @@ def run(ctx: RunContext) -> TrainStageResult:
         "device": str(model.device),
         "dev_before": result.dev_before,
         "dev_best": result.best_metric,
+        "keep_base": guard,
+        "kept": guard["kept"],
         "git": git_state(),
         "created": now(),
     }
     atomic_write_json(ctx.layout.version, version)
     save_config(cfg, out / "params.yaml")
-    registered = register_model(ctx, out)
+    log.info("keep-base guard: %s", guard["reason"])
+    registered = register_model(ctx, out) if guard["kept"] else {"skipped": guard["reason"]}
     ctx.update_manifest(train={"version": version["version"], "seconds": version["train_seconds"],
-                               "steps": result.steps, "precision": result.precision,
+                               "steps": result.steps, "precision": result.precision, "kept": guard["kept"],
                                "registry": registered, "finished": now()})
     return TrainStageResult(result, version, len(train_ds))
 
