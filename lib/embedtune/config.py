@@ -80,7 +80,12 @@ class ModelConfig:
     device: str = "auto"  # auto picks cuda when present, else cpu
     batch_size: int = 64  # encoding batch size
     max_seq_length: int | None = None  # None keeps the model's own setting
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it (torch)
+    backend: Literal["torch", "openvino", "onnx", "auto"] = "torch"  # who encodes (embedtune.backends);
+    # auto: the fastest setting within auto_tolerance nDCG@10 of torch fp32 on the dev queries
+    quantize: Literal["none", "int8"] = "none"  # int8: openvino static (calibrated on this corpus), onnx dynamic
+    auto_tolerance: float = 0.002  # backend auto: dev nDCG@10 a setting may lose against torch fp32
+    auto_docs: int = 600  # backend auto: dev documents encoded per setting (judged + BM25 top 10)
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,77 @@ class RunContext:
 
     @functools.cached_property
     def base_model(self):
-        """The generic (base) model, loaded once per kernel."""
+        """The generic (base) model, loaded once per kernel, encoding through ``model.backend``."""
         from embedtune.models import load_model
 
         m = self.cfg.model
-        return load_model(m.name, m.device, m.max_seq_length)
+        return self.with_encoder(load_model(m.name, m.device, m.max_seq_length))
+
+    @functools.cached_property
+    def encoding(self) -> dict:
+        """The back-end every encoding uses: ``model.backend`` / ``model.quantize``, or with
+        ``backend: auto`` the choice measured on the dev queries (cached; see embedtune.backends.choose)."""
+        m = self.cfg.model
+        if m.backend != "auto":
+            return {"backend": m.backend, "quantize": m.quantize, "chosen_by": "params"}
+        from embedtune.backends import choose
+        from embedtune.models import load_model
+
+        from embedtune.pairs import normalize_query
+
+        ds, splits = self.data
+        # the dev split as every stage sees it (01_pairs may not have run yet), without queries that
+        # repeat a test query: the same dev queries, so the same choice, in every stage
+        test_texts = {normalize_query(ds.queries[q]) for q in splits.test}
+        dev = {q: d for q, d in splits.dev.items() if normalize_query(ds.queries[q]) not in test_texts}
+        if not dev:
+            raise ValueError("model.backend auto chooses on dev queries, and this experiment has none; "
+                             "set model.backend")
+        model = load_model(m.name, m.device, m.max_seq_length)
+        return choose(model, m, {q: ds.queries[q] for q in dev}, dev,
+                      self.dev_corpus(dev, m.auto_docs, bm25_depth=10, fill=False), self.calibration_texts)
+
+    @functools.cached_property
+    def calibration_texts(self) -> list[str]:
+        """Passages of this experiment's corpus that int8 back-ends calibrate on (sampled there)."""
+        from embedtune.data import doc_text
+
+        return [doc_text(doc) for doc in self.data[0].corpus.values()]
+
+    def with_encoder(self, model):
+        """``model``, set to encode through this experiment's back-end (``model.embedtune_encoder``)."""
+        import dataclasses
+
+        from embedtune.backends import encoder
+
+        chosen = self.encoding
+        cfg = dataclasses.replace(self.cfg.model, backend=chosen["backend"], quantize=chosen["quantize"],
+                                  precision=chosen.get("precision", self.cfg.model.precision))
+        model.embedtune_encoder = encoder(model, cfg, self.calibration_texts)
+        return model
+
+    def dev_corpus(self, dev_qrels: dict, size: int, bm25_depth: int = 20, fill: bool = True) -> dict[str, str]:
+        """A dev corpus that is hard like the real one but cheap to encode: the judged documents of
+        the dev queries, their BM25 top ``bm25_depth`` (the distractors a full search meets first),
+        then (``fill``) seeded random documents up to ``size``; without ``fill`` it is cut to
+        ``size`` (judged documents first)."""
+        import random
+
+        from embedtune.data import doc_text
+
+        ds, _ = self.data
+        judged = sorted({d for docs in dev_qrels.values() for d in docs})
+        ranked = self.bm25.search({q: ds.queries[q] for q in dev_qrels}, top_k=bm25_depth)
+        near = sorted({d for docs in ranked.values() for d in docs} - set(judged))
+        rng = random.Random(self.cfg.seed)
+        if fill:
+            others = sorted(d for d in ds.corpus if d not in set(judged) | set(near))
+            rng.shuffle(others)
+            keep = set(judged) | set(near) | set(others[: max(0, size - len(judged) - len(near))])
+        else:
+            rng.shuffle(near)
+            keep = set(judged) | set(near[: max(0, size - len(judged))])
+        return {d: doc_text(ds.corpus[d]) for d in sorted(keep)}
 
     @functools.cached_property
     def generic_index(self):
@@ -146,12 +212,13 @@ class RunContext:
         return read_rows(path)
 
     def finetuned_model(self):
-        """The fine-tuned model that 03_train left in the run folder, or None."""
+        """The fine-tuned model that 03_train left in the run folder (encoding through the
+        experiment's back-end), or None."""
         if not (self.layout.model_dir / "modules.json").is_file():
             return None
         from embedtune.models import load_model
 
-        return load_model(str(self.layout.model_dir), self.cfg.model.device)
+        return self.with_encoder(load_model(str(self.layout.model_dir), self.cfg.model.device))
 
     def version(self) -> dict:
         """``model/version.json`` of 03_train ({} when there is no fine-tuned model)."""

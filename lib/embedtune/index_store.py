@@ -42,9 +42,9 @@ import numpy as np
 from embedtune.config import ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
-from embedtune.models import encode_documents, model_fingerprint, resolve_precision
+from embedtune.models import model_fingerprint
 from embedtune.progress import show_progress
-from embedtune.retrieval import DenseIndex, Run, cached_encode
+from embedtune.retrieval import DenseIndex, Run, cached_encode, encoder_of
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class CorpusIndex:
         """
         start = time.perf_counter()
         m_fp = model_fingerprint(model)
-        precision = resolve_precision(cfg.precision, str(model.device))
+        enc = encoder_of(model, cfg)
+        precision = enc.name  # the encoder (back-end, quantisation, precision): never mixed in one index
         old_rows: dict[str, int] = {}
         old_hashes: dict[str, str] = {}
         if self.exists and not full:  # a full rebuild replaces whatever is there, another version's too
@@ -194,9 +195,8 @@ class CorpusIndex:
             if kept:
                 emb[kept] = self.embeddings[[old_rows[doc_ids[i]] for i in kept]]
         if to_encode and kept:
-            emb[to_encode] = encode_documents(
-                model, [doc_text(corpus[doc_ids[i]]) for i in to_encode],
-                batch_size=cfg.batch_size, precision=cfg.precision,
+            emb[to_encode] = enc.encode(
+                [doc_text(corpus[doc_ids[i]]) for i in to_encode], "document", batch_size=cfg.batch_size,
                 show_progress=show_progress() and len(to_encode) > 1000)
         report = UpdateReport(encoded=len(to_encode), added=added, changed=len(to_encode) - added,
                               removed=removed, kept=len(kept),

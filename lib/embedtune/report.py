@@ -194,6 +194,8 @@ def cost_table(manifest: dict, metrics_doc: dict, version: dict, prices, model_d
         "index_bytes": cost.get("index_bytes"),
         "embedding_dim": cost.get("embedding_dim"),
         "encode_docs_per_second": cost.get("encode_docs_per_second"),
+        "encoder": cost.get("encoder"),
+        "encoding": cost.get("encoding"),
         "ndcg@10_gain_finetuned_vs_generic": gain,
         "latency_ms": latency_ms,
     }

@@ -28,7 +28,7 @@ from embedtune import paths
 from embedtune.config import BM25Config, ModelConfig
 from embedtune.data import corpus_fingerprint, doc_text
 from embedtune.io import atomic_path, atomic_write_json
-from embedtune.models import encode_documents, encode_queries, model_fingerprint, resolve_precision
+from embedtune.models import model_fingerprint
 from embedtune.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -160,18 +160,29 @@ def texts_fingerprint(texts: list[str]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def encoder_of(model, cfg: ModelConfig):
+    """The encoder ``model`` was set up with (``RunContext.with_encoder``), else plain torch."""
+    from embedtune.backends import Encoder, encoder
+
+    attached = getattr(model, "embedtune_encoder", None)
+    if isinstance(attached, Encoder):
+        return attached
+    return encoder(model, cfg, backend="torch", quantize="none")
+
+
 def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: str,
                   cfg: ModelConfig, cache: bool = True) -> tuple[np.ndarray, dict]:
     """Encode ``texts`` as queries or documents, or load them from the embedding cache.
 
-    The cache key joins the model fingerprint, the texts' fingerprint, the kind and the
-    precision. A JSON sidecar keeps how long the encoding took, so throughput stays known.
+    The cache key joins the model fingerprint, the texts' fingerprint, the kind and the encoder
+    (back-end, quantisation, precision). A JSON sidecar keeps how long the encoding took, so
+    throughput stays known.
 
     Returns:
-        The embeddings, and ``{"seconds": encode time, "from_cache": bool}``.
+        The embeddings, and ``{"seconds": encode time, "from_cache": bool, "encoder": name}``.
     """
-    precision = resolve_precision(cfg.precision, str(model.device))
-    key = f"{kind}-{model_fp[7:23]}-{texts_fp[7:23]}-{precision}"
+    enc = encoder_of(model, cfg)
+    key = f"{kind}-{model_fp[7:23]}-{texts_fp[7:23]}-{enc.name}"
     path = paths.cache_dir() / "embeddings" / f"{key}.npy"
     meta_path = path.with_suffix(".json")
     if cache and path.is_file() and meta_path.is_file():
@@ -179,19 +190,17 @@ def cached_encode(model, model_fp: str, texts_fp: str, texts: list[str], kind: s
         if emb.shape[0] == len(texts):
             meta = json.loads(meta_path.read_text())
             log.info("loaded %d cached %s embeddings from %s", len(texts), kind, path)
-            return emb, {"seconds": meta["seconds"], "from_cache": True}
-    encode = encode_queries if kind == "query" else encode_documents
+            return emb, {"seconds": meta["seconds"], "from_cache": True, "encoder": enc.name}
     start = time.perf_counter()
-    emb = encode(model, texts, batch_size=cfg.batch_size, precision=cfg.precision,
-                 show_progress=show_progress() and kind == "document")
+    emb = enc.encode(texts, kind, batch_size=cfg.batch_size, show_progress=show_progress() and kind == "document")
     seconds = time.perf_counter() - start
     if cache:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, emb)
         atomic_write_json(meta_path, {"seconds": seconds, "n": len(texts), "kind": kind,
-                                      "device": str(model.device), "precision": precision})
-    return emb, {"seconds": seconds, "from_cache": False}
+                                      "device": str(model.device), "encoder": enc.name})
+    return emb, {"seconds": seconds, "from_cache": False, "encoder": enc.name}
 
 
 @dataclass

@@ -119,11 +119,15 @@ def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *,
     """
     from tqdm.auto import tqdm
 
-    from embedtune.models import encode_documents, model_fingerprint, resolve_precision
+    from embedtune.backends import Encoder, encoder
+    from embedtune.config import ModelConfig
+    from embedtune.models import model_fingerprint
 
     folder = Path(folder)
+    enc = model.embedtune_encoder if isinstance(getattr(model, "embedtune_encoder", None), Encoder) else \
+        encoder(model, ModelConfig(precision=precision), backend="torch", quantize="none")
     settings = {"model_fingerprint": model_fingerprint(model), "chunk_size": chunk_size,
-                "precision": resolve_precision(precision, str(model.device)),
+                "encoder": enc.name,
                 "max_seq_length": model.max_seq_length, "dtype": "float16",
                 "dim": model.get_embedding_dimension()}
     before = read_json(folder / "manifest.json")
@@ -148,7 +152,7 @@ def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *,
                 skipped += len(chunk)
                 bar.update(len(chunk))
                 continue
-        emb = encode_documents(model, [t for _, t in chunk], batch_size=batch_size, precision=precision)
+        emb = enc.encode([t for _, t in chunk], "document", batch_size=batch_size)
         with atomic_path(ids_path) as tmp:  # ids first: a shard counts only once its .npy is there
             tmp.write_text("\n".join(d for d, _ in chunk), encoding="utf-8")
         with atomic_path(emb_path) as tmp:

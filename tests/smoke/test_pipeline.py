@@ -177,3 +177,33 @@ def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_p
     from embedtune.report import headline_sentence
 
     assert "not kept" in headline_sentence(metrics)
+
+
+def test_every_stage_encodes_with_the_backend_in_params(tmp_path):
+    pytest.importorskip("onnxruntime")
+    overrides = {"model.backend": "onnx", "data.max_docs": 100, "data.max_queries": 10}
+    run_experiment(SMOKE, stages=["decide", "evaluate"], run_dir=tmp_path, progress=False, overrides=overrides)
+    cost = json.loads((tmp_path / "metrics.json").read_text())["cost"]
+    assert cost["encoder"] == "onnx-fp32" and cost["encoding"]["chosen_by"] == "params"
+    from embedtune import paths
+
+    names = [p.name for p in (paths.cache_dir() / "embeddings").glob("*.npy")]
+    assert any(n.startswith("document-") and n.endswith("-onnx-fp32.npy") for n in names)
+    assert any(n.startswith("query-") and n.endswith("-onnx-fp32.npy") for n in names)
+
+
+@pytest.mark.slow
+def test_backend_auto_chooses_on_dev_and_every_stage_encodes_with_its_choice(tmp_path):
+    pytest.importorskip("openvino")
+    overrides = {"model.backend": "auto", "data.max_docs": 100, "data.max_queries": 10, "model.auto_docs": 60}
+    run_experiment(SMOKE, stages=["decide", "evaluate"], run_dir=tmp_path, progress=False, overrides=overrides)
+    cost = json.loads((tmp_path / "metrics.json").read_text())["cost"]
+    encoding = cost["encoding"]
+    assert encoding["chosen_by"].startswith("auto: the fastest") and len(encoding["candidates"]) >= 3
+    chosen = next(c for c in encoding["candidates"] if (c["backend"], c["quantize"], c["precision"]) ==
+                  (encoding["backend"], encoding["quantize"], encoding["precision"]))
+    assert cost["encoder"] == chosen["encoder"]
+    from embedtune import paths
+
+    names = [p.name for p in (paths.cache_dir() / "embeddings").glob("document-*.npy")]
+    assert any(n.endswith(f"-{cost['encoder']}.npy") for n in names)  # the corpus, encoded by the choice

@@ -30,14 +30,16 @@ def model():
 @pytest.fixture
 def counted(monkeypatch):
     """Every text the index encodes, in order."""
+    from embedtune import models
+
     seen: list[str] = []
-    real = index_store.encode_documents
+    real = models.encode_documents
 
     def spy(model, texts, **kwargs):
         seen.extend(texts)
         return real(model, texts, **kwargs)
 
-    monkeypatch.setattr(index_store, "encode_documents", spy)
+    monkeypatch.setattr(models, "encode_documents", spy)  # every torch encoding goes through it
     return seen
 
 

@@ -31,7 +31,7 @@ def minilm():
 
 
 def test_dense_index_search_and_cache(tiny_beir, minilm, monkeypatch, tmp_path):
-    import embedtune.retrieval as retrieval
+    from embedtune import models
 
     monkeypatch.setenv("EMBEDTUNE_CACHE_DIR", str(tmp_path / "cache"))  # empty: the first build encodes
 
@@ -47,8 +47,8 @@ def test_dense_index_search_and_cache(tiny_beir, minilm, monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise AssertionError("encoded again")
 
-    monkeypatch.setattr(retrieval, "encode_documents", refuse)
-    monkeypatch.setattr(retrieval, "encode_queries", refuse)
+    monkeypatch.setattr(models, "encode_documents", refuse)
+    monkeypatch.setattr(models, "encode_queries", refuse)
     again = DenseIndex.build(minilm, ds.corpus, cfg)
     assert again.from_cache and np.array_equal(again.embeddings, index.embeddings)
     assert again.search(minilm, {"q": "why do cats purr", "e": "how does an engine make thrust"}, cfg,

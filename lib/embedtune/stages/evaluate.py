@@ -132,6 +132,8 @@ def run(ctx: RunContext) -> EvaluationResult:
         "encode_docs_per_second": index.docs_per_second,
         "bm25_index_seconds": round(ctx.bm25.index_seconds, 3),
         "embedding_dim": int(index.embeddings.shape[1]),
+        "encoder": model.embedtune_encoder.name,  # back-end, quantisation, precision of every encoding
+        "encoding": ctx.encoding,
         "index_bytes": int(index.embeddings.nbytes),
     }
     extra = {"hybrid": hybrid_info, "stat_test": cfg.evaluate.stat_test, "created": now()}

@@ -125,6 +125,7 @@ class ReportResult:
             "index size": f"{(c['index_bytes'] or 0) / 1e6:.1f} MB ({c['embedding_dim']}-d float32)",
             "encoding speed": f"{c['encode_docs_per_second']:.0f} docs/s"
                               if c.get("encode_docs_per_second") else "n/a",
+            "encoder": f"{c.get('encoder', 'torch')} ({(c.get('encoding') or {}).get('chosen_by', 'params')})",
         }
         if c.get("ndcg@10_gain_finetuned_vs_generic") is not None:
             rows["nDCG@10 gain bought"] = f"{c['ndcg@10_gain_finetuned_vs_generic']:+.4f}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from dataclasses import dataclass
 
 import pandas as pd
@@ -46,22 +45,6 @@ class TrainStageResult:
         return plots.training_curves(self.train.log_history, self.train.dev_before)
 
 
-def dev_corpus(ctx: RunContext, dev_qrels: dict, bm25_depth: int = 20) -> dict[str, str]:
-    """A dev corpus that is hard like the real one but cheap to encode every epoch.
-
-    The judged documents of the dev queries, their BM25 top ``bm25_depth`` (the distractors a
-    full search would meet first), then seeded random documents up to ``train.dev_docs``.
-    """
-    ds, _ = ctx.data
-    keep = {d for docs in dev_qrels.values() for d in docs}
-    ranked = ctx.bm25.search({q: ds.queries[q] for q in dev_qrels}, top_k=bm25_depth)
-    keep |= {d for docs in ranked.values() for d in docs}
-    others = sorted(d for d in ds.corpus if d not in keep)
-    random.Random(ctx.cfg.seed).shuffle(others)
-    keep |= set(others[: max(0, ctx.cfg.train.dev_docs - len(keep))])
-    return {d: doc_text(ds.corpus[d]) for d in sorted(keep)}
-
-
 @stage("train")
 def run(ctx: RunContext) -> TrainStageResult:
     cfg = ctx.cfg
@@ -76,7 +59,8 @@ def run(ctx: RunContext) -> TrainStageResult:
     evaluator, dev_before = None, None
     if dev_qrels:
         evaluator = dev_evaluator({q: ds.queries[q] for q in dev_qrels}, dev_qrels,
-                                  dev_corpus(ctx, dev_qrels), cfg.model.batch_size, precision)
+                                  ctx.dev_corpus(dev_qrels, cfg.train.dev_docs), cfg.model.batch_size,
+                                  precision)
         if resolve_precision(cfg.model.precision, str(model.device)) == precision \
                 and cfg.train.max_seq_length in (None, cfg.model.max_seq_length):
             # the base model's dev scores from the embeddings the generic index already holds
