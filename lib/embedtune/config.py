@@ -165,6 +165,7 @@ class TrainConfig:
     mini_batch_size: int = 16  # CachedMNRL / CachedGIST mini-batch
     dev_docs: int = 1500  # dev corpus size: judged docs + BM25 top-20 of dev queries + random others
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best checkpoint is kept
+    devices: int = 1  # > 1: torchrun DDP outside the kernel, one process per GPU (else per CPU share, gloo)
     keep_base_p: float | None = 0.05  # ship the fine-tuned model only if its best checkpoint beats the base
     # model on dev nDCG@10 with a one-sided paired t-test below this p (None: always ship it) ...
     keep_base_margin: float = 0.0  # ... and by more than this

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -33,14 +34,18 @@ class TrainError(ValueError):
     """Training data or settings that cannot work; the message says what to change."""
 
 
-def build_loss(name: str, model, cfg: TrainConfig, guide=None):
-    """The sentence-transformers loss for ``name`` (see module docstring)."""
+def build_loss(name: str, model, cfg: TrainConfig, guide=None, gather: bool = False):
+    """The sentence-transformers loss for ``name`` (see module docstring).
+
+    ``gather``: several processes train together (DDP): the in-batch losses gather every
+    process's embeddings, so each query meets the whole global batch as negatives."""
     from sentence_transformers.sentence_transformer import losses
 
     if name == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model)
+        loss = losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
     elif name == "cached_mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size,
+                                                         gather_across_devices=gather)
     elif name == "triplet":
         loss = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE,
                                   triplet_margin=cfg.triplet_margin)
@@ -49,7 +54,7 @@ def build_loss(name: str, model, cfg: TrainConfig, guide=None):
     elif name == "gist":
         if guide is None:
             raise TrainError("the gist loss needs a guide model")
-        loss = losses.GISTEmbedLoss(model, guide)
+        loss = losses.GISTEmbedLoss(model, guide, gather_across_devices=gather)
     else:
         raise TrainError(f"unknown loss {name!r}; choose one of mnrl, cached_mnrl, triplet, cosent, gist")
     if cfg.matryoshka_dims:
@@ -229,7 +234,8 @@ def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed:
         model.max_seq_length = cfg.max_seq_length
     device = str(model.device)
     precision = resolve_precision(cfg.precision, device)
-    loss = build_loss(cfg.loss, model, cfg, guide=guide)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # > 1 under torchrun (embedtune.distributed)
+    loss = build_loss(cfg.loss, model, cfg, guide=guide, gather=world > 1)
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     eval_steps = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
@@ -262,6 +268,7 @@ def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed:
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_backend=("gloo" if device == "cpu" else None) if world > 1 else None,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds, loss=loss,
                                          evaluator=evaluator)
@@ -269,9 +276,11 @@ def fine_tune(model, train_ds, evaluator, cfg: TrainConfig, out_dir: Path, seed:
     trainer.train()
     seconds = time.perf_counter() - start
     history = list(trainer.state.log_history)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
-        atomic_write_json(tmp / "training_log.json", {"log_history": history, "dev_before": dev_before})
-    shutil.rmtree(work, ignore_errors=True)
+    if trainer.is_world_process_zero():  # under DDP one process saves
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(str(tmp))
+            atomic_write_json(tmp / "training_log.json", {"log_history": history, "dev_before": dev_before,
+                                                           "processes": world})
+        shutil.rmtree(work, ignore_errors=True)
     return TrainResult(out_dir, seconds, trainer.state.global_step, history, dev_before,
                        trainer.state.best_metric, trainer.state.best_model_checkpoint, precision)

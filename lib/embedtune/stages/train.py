@@ -73,8 +73,18 @@ def run(ctx: RunContext) -> TrainStageResult:
         guide = load_model(cfg.train.gist_guide or cfg.model.name, cfg.model.device)
     base_fp = model_fingerprint(model)
     out = ctx.layout.model_dir
-    result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
-                       progress=show_progress(), dev_before=dev_before)
+    if cfg.train.devices > 1:  # outside the kernel: torchrun, its output streamed here
+        from embedtune.distributed import fine_tune_distributed
+
+        if dev_before is None and evaluator is not None:
+            dev_before = evaluator(model, steps=0)
+        result, model = fine_tune_distributed(
+            train_ds, evaluator, cfg.train, out, cfg.seed, model_name=cfg.model.name, device=str(model.device),
+            max_seq_length=cfg.model.max_seq_length, dev_before=dev_before,
+            guide=(cfg.train.gist_guide or cfg.model.name) if cfg.train.loss == "gist" else None)
+    else:
+        result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
+                           progress=show_progress(), dev_before=dev_before)
     guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
                                cfg.train.keep_base_p, cfg.train.keep_base_margin)
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
