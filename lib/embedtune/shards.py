@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,13 @@ class ShardSet:
 
 def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *, chunk_size: int = 10_000,
                   batch_size: int = 64, precision: str = "auto", total: int | None = None,
-                  progress: bool = True, overwrite: bool = False) -> ShardSet:
+                  progress: bool = True, overwrite: bool = False, only: Iterable[int] | None = None) -> ShardSet:
     """Encode ``docs`` ((id, text) pairs, streamed) into float16 shards of ``chunk_size`` rows.
 
     Shards already in ``folder`` for the same model and settings are kept and skipped (their
     documents are read past, not encoded), so a killed run continues where it stopped.
+    ``only``: encode these shard numbers and read past the others (one worker's share, see
+    :func:`encode_shards_ray`); the manifest is then left to whoever started the workers.
 
     Raises:
         ShardError: ``folder`` holds shards of another model or settings (and not ``overwrite``).
@@ -121,15 +124,11 @@ def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *,
 
     from embedtune.backends import Encoder, encoder
     from embedtune.config import ModelConfig
-    from embedtune.models import model_fingerprint
 
     folder = Path(folder)
     enc = model.embedtune_encoder if isinstance(getattr(model, "embedtune_encoder", None), Encoder) else \
         encoder(model, ModelConfig(precision=precision), backend="torch", quantize="none")
-    settings = {"model_fingerprint": model_fingerprint(model), "chunk_size": chunk_size,
-                "encoder": enc.name,
-                "max_seq_length": model.max_seq_length, "dtype": "float16",
-                "dim": model.get_embedding_dimension()}
+    settings = shard_settings(model, chunk_size, precision)
     before = read_json(folder / "manifest.json")
     if before and {k: before.get(k) for k in settings} != settings:
         if not overwrite:
@@ -139,11 +138,15 @@ def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *,
         for path in folder.glob("shard-*"):
             path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "manifest.json", {**settings, "complete": False})
+    share = set(only) if only is not None else None
+    if share is None:
+        atomic_write_json(folder / "manifest.json", {**settings, "complete": False})
     bar = tqdm(total=total, unit="doc", desc="encoding shards", disable=not progress, smoothing=0.05)
     encoded = skipped = 0
     start = time.perf_counter()
     for number, chunk in enumerate(_chunks(docs, chunk_size)):
+        if share is not None and number not in share:
+            continue
         emb_path = folder / f"shard-{number:05d}.npy"
         ids_path = emb_path.with_suffix(".ids")
         if emb_path.is_file() and ids_path.is_file():
@@ -162,11 +165,79 @@ def encode_shards(model, docs: Iterable[tuple[str, str]], folder: str | Path, *,
         bar.update(len(chunk))
     bar.close()
     seconds = time.perf_counter() - start
+    if share is not None:
+        return ShardSet(folder)
     atomic_write_json(folder / "manifest.json", {
         **settings, "complete": True, "docs": encoded + skipped, "encoded_now": encoded,
         "resumed_past": skipped, "seconds": round(seconds, 1),
         "docs_per_second": round(encoded / seconds, 2) if encoded and seconds > 0 else None})
     return ShardSet(folder)
+
+
+def shard_settings(model, chunk_size: int, precision: str = "auto") -> dict:
+    """What a shard folder's manifest records about the model and the encoding."""
+    from embedtune.backends import Encoder, encoder
+    from embedtune.config import ModelConfig
+    from embedtune.models import model_fingerprint
+
+    enc = model.embedtune_encoder if isinstance(getattr(model, "embedtune_encoder", None), Encoder) else \
+        encoder(model, ModelConfig(precision=precision), backend="torch", quantize="none")
+    return {"model_fingerprint": model_fingerprint(model), "chunk_size": chunk_size, "encoder": enc.name,
+            "max_seq_length": model.max_seq_length, "dtype": "float16", "dim": model.get_embedding_dimension()}
+
+
+def encode_shards_ray(model_name: str, corpus: str | Path, folder: str | Path, *, workers: int = 2,
+                      chunk_size: int = 10_000, batch_size: int = 64, precision: str = "auto",
+                      address: str | None = None, gpus_per_worker: float = 0.0) -> ShardSet:
+    """:func:`encode_shards` across Ray workers: each worker loads the model and encodes every
+    ``workers``-th shard, into the same folder (a shared file system on a cluster). Resumable as
+    the single-process encoding is; the manifest is written once every worker is done.
+
+    Args:
+        model_name: a model id or path every worker can load.
+        corpus: the BEIR ``corpus.jsonl`` (read by each worker, streamed).
+        address: a Ray cluster (``ray://host:10001`` or ``auto``); None starts a local instance.
+    """
+    import ray
+
+    from embedtune.models import load_model
+
+    folder = Path(folder)
+    total = count_lines(corpus)
+    chunks = (total + chunk_size - 1) // chunk_size
+    settings = shard_settings(load_model(model_name, "cpu"), chunk_size, precision)
+    before = read_json(folder / "manifest.json")
+    if before and {k: before.get(k) for k in settings} != settings:
+        raise ShardError(f"{folder} holds shards of another model or settings; use another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "manifest.json", {**settings, "complete": False})
+    env = {k: v for k, v in os.environ.items() if k.startswith(("EMBEDTUNE_", "HF_"))}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False,
+                 **({} if address else {"num_cpus": workers}), log_to_driver=False)
+
+    @ray.remote(num_cpus=1, num_gpus=gpus_per_worker)
+    def work(share: list[int]) -> int:
+        model = load_model(model_name, "cuda" if gpus_per_worker else "cpu")
+        encode_shards(model, iter_corpus(corpus), folder, chunk_size=chunk_size, batch_size=batch_size,
+                      precision=precision, progress=False, only=share)
+        return len(share)
+
+    start = time.perf_counter()
+    try:
+        ray.get([work.remote(list(range(w, chunks, workers))) for w in range(workers)])
+    finally:
+        if started:
+            ray.shutdown()
+    seconds = time.perf_counter() - start
+    shards = ShardSet(folder)
+    if len(shards) != total:
+        raise ShardError(f"{folder}: {len(shards)} of {total} documents encoded")
+    atomic_write_json(folder / "manifest.json", {**settings, "complete": True, "docs": total,
+                                                 "workers": workers, "seconds": round(seconds, 1),
+                                                 "docs_per_second": round(total / seconds, 2)})
+    return shards
 
 
 # ---- search ----------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sweep.add_argument("--system", help="the system compared across points (default: finetuned)")
     sweep.add_argument("--out", help="the sweep folder (default: results/<experiment>/<name>)")
     sweep.add_argument("--workers", type=int, default=1, help="points run at once, one process each (default 1)")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local processes, or Ray tasks (pip install -e '.[ray]')")
+    sweep.add_argument("--address", help="with --executor ray: the cluster (ray://head:10001, or auto); "
+                                         "default: a local Ray instance of --workers CPUs")
     sweep.add_argument("--no-report", action="store_true", help="skip the comparison page")
     sweep.add_argument("--report-only", action="store_true",
                        help="only render the comparison page of a sweep that ran")
@@ -54,7 +58,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0 if rendered["status"] == "ok" else 1
     result = run_sweep(args.params, grid, name=args.name, baseline=args.baseline, x=args.x,
                        stages=stages, overrides=overrides, system=args.system, out_dir=args.out,
-                       workers=args.workers, report=not args.no_report,
+                       workers=args.workers, report=not args.no_report, executor=args.executor,
+                       address=args.address,
                        progress=not args.no_progress)
     for point in result.points:
         where = f" ({point['failed_stage']})" if point.get("failed_stage") else ""

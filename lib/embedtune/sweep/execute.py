@@ -129,12 +129,44 @@ def _pool(workers: int) -> cf.Executor:
                                   initargs=(max(1, (os.cpu_count() or 1) // workers),))
 
 
+class RayExecutor:
+    """Points as Ray tasks (one CPU each, and one GPU where the cluster has them), on a local Ray
+    instance of ``workers`` CPUs or on the cluster at ``address``. Every worker must see the project,
+    the data and the sweep folder at the same paths (a shared file system), as the runner reads and
+    writes them there; EMBEDTUNE_* and HF_* variables travel with the tasks."""
+
+    def __init__(self, workers: int, address: str | None = None):
+        import ray
+
+        self._started = not ray.is_initialized()
+        if self._started:
+            env = {k: v for k, v in os.environ.items() if k.startswith(("EMBEDTUNE_", "HF_"))}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env}, **({} if address else {"num_cpus": workers}))
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        self._task = ray.remote(num_cpus=1, num_gpus=gpus)(_run_point)
+
+    def submit(self, fn, job: dict) -> cf.Future:
+        assert fn is _run_point
+        return self._task.remote(job).future()
+
+    def __enter__(self) -> "RayExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        if self._started:
+            ray.shutdown()
+
+
 def run_sweep(params_file: str | Path, grid: Mapping[str, list] | None = None, *,
               points: Iterable[Mapping[str, Any]] = (), name: str | None = None,
               baseline: str | Mapping[str, Any] | None = None, x: str | None = None,
               stages: Iterable[str] | None = None, overrides: Mapping[str, Any] | None = None,
               system: str | None = None, out_dir: str | Path | None = None, workers: int = 1,
-              report: bool = True, progress: bool = True) -> SweepResult:
+              report: bool = True, progress: bool = True, executor: str = "local",
+              address: str | None = None) -> SweepResult:
     """Run every point of a sweep through the stage notebooks, then render the comparison page.
 
     Args:
@@ -149,6 +181,9 @@ def run_sweep(params_file: str | Path, grid: Mapping[str, list] | None = None, *
         system: the system compared across points (default ``finetuned``).
         out_dir: the sweep folder (default ``results/<experiment>/<name>``).
         workers: points run at once, each in its own process (1: one after another, here).
+        executor: ``local`` (processes on this machine) or ``ray`` (Ray tasks: a local Ray
+            instance of ``workers`` CPUs, or the cluster at ``address``; see :class:`RayExecutor`).
+        address: the Ray cluster, e.g. ``ray://head:10001`` or ``auto``.
         report: render ``compare.html`` at the end.
         progress: a progress bar over points.
 
@@ -186,7 +221,7 @@ def run_sweep(params_file: str | Path, grid: Mapping[str, list] | None = None, *
 
     jobs = {point.name: {"params_file": str(base_file), "overrides": point.overrides,
                          "folder": str(plan.point_folder(point)), "stages": plan.stages,
-                         "sweep_dir": str(folder), "lock": workers > 1} for point, _ in todo}
+                         "sweep_dir": str(folder), "lock": workers > 1 or executor == "ray"} for point, _ in todo}
     bar = tqdm(total=len(todo), desc=f"sweep {plan.name}", unit="point", disable=not progress or not todo)
 
     def finish(entry: dict, outcome: dict) -> None:
@@ -197,14 +232,14 @@ def run_sweep(params_file: str | Path, grid: Mapping[str, list] | None = None, *
             log.warning("sweep point %s failed: %s", entry["name"], outcome["error"])
 
     try:
-        if workers <= 1:
+        if workers <= 1 and executor == "local":
             for point, entry in todo:
                 bar.set_postfix_str(point.name)
                 entry["status"] = "running"
                 _write_summary(folder, summary)
                 finish(entry, _run_point(jobs[point.name]))
         else:
-            with _pool(min(workers, len(todo))) as pool:
+            with (RayExecutor(workers, address) if executor == "ray" else _pool(min(workers, len(todo)))) as pool:
                 futures = {}
                 for point, entry in todo:
                     entry["status"] = "running"
