@@ -62,6 +62,7 @@ class Encoder:
     quantize: str = "none"
     precision: str = "fp32"  # torch only: fp32 or bf16 (resolved)
     calibration: str | None = None  # fingerprint of the int8 calibration texts
+    processes: int = 1  # torch: sentence-transformers' multi-process pool when > 1
     _run: object = field(default=None, repr=False)
     _inputs: tuple[str, ...] = field(default=(), repr=False)
 
@@ -78,7 +79,12 @@ class Encoder:
 
         if self.backend == "torch":
             fn = encode_queries if kind == "query" else encode_documents
-            return fn(self.model, texts, batch_size=batch_size, precision=self.precision, show_progress=show_progress)
+            if self.processes > 1 and self._run is None:
+                from embedtune.models import process_pool
+
+                self._run = process_pool(self.model, self.processes)
+            return fn(self.model, texts, batch_size=batch_size, precision=self.precision, show_progress=show_progress,
+                      pool=self._run if self.processes > 1 else None)
         prompt = (getattr(self.model, "prompts", None) or {}).get(kind) or ""
         texts = [prompt + t for t in texts] if prompt else list(texts)
         tokenizer = self.model.tokenizer
@@ -109,7 +115,7 @@ def encoder(model, cfg, calibration: list[str] | None = None, backend: str | Non
     if backend == "torch":
         if quantize != "none":
             raise BackendError("model.quantize int8 needs backend openvino or onnx (torch: use precision bf16)")
-        return Encoder(model, "torch", "none", precision)
+        return Encoder(model, "torch", "none", precision, processes=cfg.processes)
     if not available(backend):
         raise BackendError(f"model.backend {backend} needs its packages: pip install -e '.[fast]' "
                            "(openvino, nncf, onnx, onnxruntime)")

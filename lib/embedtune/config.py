@@ -86,6 +86,7 @@ class ModelConfig:
     quantize: Literal["none", "int8"] = "none"  # int8: openvino static (calibrated on this corpus), onnx dynamic
     auto_tolerance: float = 0.002  # backend auto: dev nDCG@10 a setting may lose against torch fp32
     auto_docs: int = 600  # backend auto: dev documents encoded per setting (judged + BM25 top 10)
+    processes: int = 1  # torch: > 1 encodes through sentence-transformers' multi-process pool (CPUs or GPUs)
 
 
 @dataclass(frozen=True)

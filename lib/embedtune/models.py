@@ -185,7 +185,7 @@ def autocast(device: str, precision: str):
 
 
 def _encode(model, texts: list[str], kind: str, batch_size: int, precision: str,
-            show_progress: bool) -> np.ndarray:
+            show_progress: bool, pool=None) -> np.ndarray:
     method = model.encode_query if kind == "query" else model.encode_document
     with autocast(str(model.device), precision):
         emb = method(
@@ -194,17 +194,33 @@ def _encode(model, texts: list[str], kind: str, batch_size: int, precision: str,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=show_progress,
+            **({"pool": pool} if pool is not None else {}),
         )
     return np.asarray(emb, dtype=np.float32)
 
 
 def encode_queries(model, texts: list[str], batch_size: int = 64, precision: str = "fp32",
-                   show_progress: bool = False) -> np.ndarray:
-    """L2-normalised query embeddings (the model's query prompt, if any, is applied)."""
-    return _encode(model, texts, "query", batch_size, precision, show_progress)
+                   show_progress: bool = False, pool=None) -> np.ndarray:
+    """L2-normalised query embeddings (the model's query prompt, if any, is applied).
+
+    ``pool``: sentence-transformers' multi-process pool (:func:`process_pool`)."""
+    return _encode(model, texts, "query", batch_size, precision, show_progress, pool)
 
 
 def encode_documents(model, texts: list[str], batch_size: int = 64, precision: str = "fp32",
-                     show_progress: bool = False) -> np.ndarray:
-    """L2-normalised document embeddings (the model's document prompt, if any, is applied)."""
-    return _encode(model, texts, "document", batch_size, precision, show_progress)
+                     show_progress: bool = False, pool=None) -> np.ndarray:
+    """L2-normalised document embeddings (the model's document prompt, if any, is applied).
+
+    ``pool``: sentence-transformers' multi-process pool (:func:`process_pool`)."""
+    return _encode(model, texts, "document", batch_size, precision, show_progress, pool)
+
+
+def process_pool(model, processes: int):
+    """sentence-transformers' multi-process pool of ``processes`` copies of ``model`` (CPU
+    processes, or one per GPU on CUDA), stopped when the interpreter exits."""
+    import atexit
+
+    devices = ["cpu"] * processes if str(model.device) == "cpu" else [f"cuda:{i}" for i in range(processes)]
+    pool = model.start_multi_process_pool(target_devices=devices)
+    atexit.register(model.stop_multi_process_pool, pool)
+    return pool

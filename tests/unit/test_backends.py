@@ -77,3 +77,9 @@ def test_auto_keeps_the_fastest_setting_within_the_tolerance(model, cache):
     assert "fastest" in choice["chosen_by"] and choice["machine"]
     again = backends.choose(model, ModelConfig(batch_size=8), queries, qrels, corpus, CALIBRATION)
     assert again == choice  # measured once, then read back
+
+
+def test_sentence_transformers_process_pool_encodes_like_one_process(model):
+    one = backends.encoder(model, ModelConfig(precision="fp32")).encode(TEXTS, "document", 4)
+    two = backends.encoder(model, ModelConfig(precision="fp32", processes=2)).encode(TEXTS, "document", 4)
+    assert _cosines(one, two).min() > 0.9999
