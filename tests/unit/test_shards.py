@@ -74,7 +74,7 @@ def test_a_killed_encoding_resumes_where_it_stopped(model, tmp_path):
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind, floor", [("flat", 0.99), ("hnsw", 0.9), ("ivf", 0.8)])  # flat: ties may order differently
+@pytest.mark.parametrize("kind, floor", [("flat", 0.99), ("hnsw", 0.9), ("hnsw-sq8", 0.85), ("ivf", 0.8)])  # flat: ties may order differently
 def test_faiss_indexes_find_what_exact_search_finds(kind, floor):
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(50, 32))
