@@ -56,9 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     reembed.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a params key (repeatable)")
 
+    from embedtune import benchmarks
     from embedtune.sweep.cli import add_parser
 
     add_parser(sub)
+    benchmarks.add_parser(sub)
     return parser
 
 
@@ -155,6 +157,10 @@ def _dispatch(args) -> int:
         from embedtune.sweep.cli import run_cli
 
         return run_cli(args)
+    if args.command == "bench":
+        from embedtune import benchmarks
+
+        return benchmarks.run_cli(args)
     from embedtune.runner import run_experiment
 
     if args.command == "run":
