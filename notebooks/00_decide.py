@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 00 · Decide: does fine-tuning pay off here?
 #
-# Measures each input of the brief's decision flowchart (special vocabulary, labelled pairs, generic recall@10 on **dev** queries, what hybrid alone reaches) and walks it. Test queries are never looked at. Writes `decision.json`.
+# Measures each input of the brief's decision flowchart (special vocabulary, labelled pairs, generic recall@10 on **dev** queries, what hybrid alone reaches) and walks it; then the **pilot**: short fine-tunes on subsamples of the training pairs, scored on dev queries against the base model, extrapolated to every pair. The verdict follows the pilot; the flowchart's stays beside it. Test queries are never looked at. Writes `decision.json`.
 
 # %% tags=["parameters"]
 params_file = "params/smoke.yaml"   # experiment to run (a params/*.yaml file)
@@ -43,6 +43,13 @@ for reason in result.decision.reasons:
 
 # %%
 result.plot();
+
+# %% [markdown]
+# The pilot: each short fine-tune's dev gain over the base model (paired bootstrap interval over dev queries), and the line through them (gain against log pairs) extrapolated to every training pair.
+
+# %%
+display(result.pilot_table())
+result.plot_pilot();
 
 # %% [markdown]
 # The measurements behind it:

@@ -144,9 +144,14 @@ r.latency_table()
 
 # %% [markdown]
 # ## The decision, step by step
+#
+# The brief's flowchart on the measured inputs, then the pilot that the verdict follows: short fine-tunes on subsamples of the training pairs, their dev gain over the base model, and the extrapolation to every pair (dev queries only).
 
 # %%
 r.show('decision');
+
+# %%
+r.show('pilot');
 
 # %%
 import pandas as pd

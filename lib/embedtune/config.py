@@ -127,6 +127,13 @@ class DecideConfig:
     min_pairs: int = 1000  # the brief's "at least 1K labelled pairs"
     recall_bar: float = 0.70  # the brief's "generic recall under 70 %"
     skip_recall: float = 0.90  # "generic recall already 90 %": skip
+    pilot: bool = True  # short fine-tunes measured on dev predict the gain; the verdict uses them (embedtune.pilot)
+    pilot_pairs: tuple[int, ...] = (128, 512)  # seeded subsample sizes of the training pairs
+    pilot_epochs: float = 1.0  # per pilot run (MNRL, in-batch negatives, train.learning_rate / batch_size)
+    pilot_budget_s: float = 300.0  # no further size once this much time is spent
+    pilot_dev_docs: int = 500  # dev corpus: the dev queries' judged documents, BM25 top 10, random others
+    pilot_min_gain: float = 0.0  # fine-tune when the predicted dev gain's interval lies above this
+    pilot_confidence: float = 0.90  # of that interval (paired bootstrap over dev queries)
 
 
 @dataclass(frozen=True)

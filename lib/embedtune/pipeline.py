@@ -34,7 +34,7 @@ class Stage:
 
 # In execution order (DESIGN.md): every upstream stage comes before the stages that read it.
 STAGES: tuple[Stage, ...] = (
-    Stage("decide", "00_decide", ("decide", "pairs", "clicks"), (), ("decision.json",)),
+    Stage("decide", "00_decide", ("decide", "pairs", "clicks", "train"), (), ("decision.json",)),
     Stage("pairs", "01_pairs", ("pairs", "synthetic", "crop", "clicks"), (), ("pairs",)),
     Stage("negatives", "02_negatives", ("negatives",), ("pairs",), ("negatives",)),
     Stage("train", "03_train", ("train",), ("negatives",), ("model",), ("train",)),

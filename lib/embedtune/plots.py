@@ -248,5 +248,28 @@ def draw_flowchart(path: list[str], verdict: str):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    ax.set_title(f"Verdict: {verdict}")
+    ax.set_title(f"The brief's flowchart: {verdict}")
+    return fig
+
+
+def pilot_curve(pilot: dict):
+    """The pilot's dev gains against training pairs (log scale), with their intervals, and the
+    extrapolation to every pair (a figure)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    points = pilot["points"]
+    xs = [p["pairs"] for p in points]
+    ys = [p["gain"] for p in points]
+    err = [[y - p["interval"][0] for y, p in zip(ys, points)], [p["interval"][1] - y for y, p in zip(ys, points)]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label="measured (pilot runs)")
+    low, high = pilot["interval"]
+    ax.errorbar([pilot["all_pairs"]], [pilot["predicted_gain"]],
+                yerr=[[pilot["predicted_gain"] - low], [high - pilot["predicted_gain"]]], marker="s",
+                capsize=3, color="C3", label="extrapolated to every pair")
+    ax.axhline(0, color="0.5", linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("training pairs")
+    ax.set_ylabel("dev nDCG@10 gain over the base model")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig

@@ -13,6 +13,7 @@ from embedtune import plots
 from embedtune.context import RunContext, stage
 from embedtune.data import doc_text
 from embedtune.decide import Decision, Measurements, fragmentation, vocabulary_stats, walk
+from embedtune.pilot import verdict as pilot_verdict
 from embedtune.evaluate import evaluate_runs
 from embedtune.fusion import HybridRetriever
 from embedtune.io import atomic_write_json
@@ -28,7 +29,24 @@ class DecideResult:
 
     def plot(self):
         """The flowchart, with the path taken and the verdict highlighted."""
-        return plots.draw_flowchart(self.decision.path, self.decision.verdict)
+        return plots.draw_flowchart(self.decision.path, self.document["flowchart_verdict"])
+
+    def pilot_table(self):
+        """Each pilot run: pairs, steps, seconds, dev gain with its interval; and the extrapolation."""
+        import pandas as pd
+
+        pilot = self.document.get("pilot")
+        if not pilot:
+            return "no pilot (decide.pilot is off, or fewer than 16 labelled pairs)"
+        rows = [{"pairs": p["pairs"], "steps": p["steps"], "seconds": p["seconds"], "dev nDCG@10 gain": p["gain"],
+                 "interval": f"[{p['interval'][0]:+.4f}, {p['interval'][1]:+.4f}]"} for p in pilot["points"]]
+        rows.append({"pairs": pilot["all_pairs"], "steps": None, "seconds": None,
+                     "dev nDCG@10 gain": pilot["predicted_gain"],
+                     "interval": f"[{pilot['interval'][0]:+.4f}, {pilot['interval'][1]:+.4f}] (extrapolated)"})
+        return pd.DataFrame(rows).set_index("pairs")
+
+    def plot_pilot(self):
+        return plots.pilot_curve(self.document["pilot"]) if self.document.get("pilot") else None
 
 
 def _click_pairs(ctx: RunContext) -> int:
@@ -63,9 +81,10 @@ def run(ctx: RunContext) -> DecideResult:
     leakage = leakage_guard(used_q, test_q, embed=embed, threshold=cfg.pairs.leakage_cosine)
     train = {q: d for q, d in splits.train.items() if q not in leakage.removed}
     dev = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
-    gold = len(gold_pairs(ds, train, cfg.pairs.min_score))
+    labelled = gold_pairs(ds, train, cfg.pairs.min_score)
+    gold = len(labelled)
     if "gold" not in cfg.pairs.sources:
-        gold = 0  # withheld: this experiment trains on other sources only
+        gold, labelled = 0, []  # withheld: this experiment trains on other sources only
     pairs_by_source = {"gold": gold, "clicks": _click_pairs(ctx), "synthetic": 0}
     # synthetic queries are not labels: they are generated in 01_pairs and counted there
 
@@ -90,11 +109,19 @@ def run(ctx: RunContext) -> DecideResult:
         pairs_by_source=pairs_by_source,
     )
     decision = walk(measurements, cfg.decide)
+    pilot, verdict, reasons = None, decision.verdict, list(decision.reasons)
+    if cfg.decide.pilot and len(labelled) >= 16:  # the brief's flowchart stays beside the measured pilot
+        pilot = run_pilot_on_dev(ctx, labelled, dev)
+        verdict, why = pilot_verdict(pilot, dev_scores["hybrid"]["ndcg@10"] - dev_scores["generic"]["ndcg@10"],
+                                     cfg.decide)
+        reasons.append(f"Pilot: {why}")
     document = {
         "experiment": cfg.experiment,
-        "verdict": decision.verdict,
+        "verdict": verdict,
+        "flowchart_verdict": decision.verdict,
         "path": decision.path,
-        "reasons": decision.reasons,
+        "reasons": reasons,
+        "pilot": pilot,
         "measurements": asdict(measurements),
         "vocabulary": vocab,
         "dev_queries": len(dev),
@@ -104,4 +131,25 @@ def run(ctx: RunContext) -> DecideResult:
         "created": now(),
     }
     atomic_write_json(ctx.layout.decision, document)
-    return DecideResult(decision, measurements, vocab, document)
+    return DecideResult(Decision(verdict, decision.path, reasons), measurements, vocab, document)
+
+
+def run_pilot_on_dev(ctx: RunContext, pairs: list[dict], dev: dict) -> dict:
+    """The pilot (embedtune.pilot) on these dev queries; the base model's dev scores come from
+    the embeddings the generic index already holds."""
+    from embedtune.models import resolve_precision
+    from embedtune.pilot import run_pilot
+    from embedtune.train import dev_evaluator
+
+    cfg = ctx.cfg
+    ds, _ = ctx.data
+    queries = {q: ds.queries[q] for q in dev}
+    corpus = ctx.dev_corpus(dev, cfg.decide.pilot_dev_docs, bm25_depth=10)
+    evaluator = dev_evaluator(queries, dev, corpus, cfg.model.batch_size,
+                              resolve_precision(cfg.train.precision, str(ctx.base_model.device)))
+    index = ctx.generic_index
+    row = {d: i for i, d in enumerate(index.doc_ids)}
+    evaluator.score(index.embeddings[[row[d] for d in evaluator.doc_ids]],
+                    ctx.embed_queries(ctx.base_model, evaluator.query_texts))
+    return run_pilot(cfg.model.name, pairs, queries, dev, corpus, evaluator.per_query[0], cfg.decide, cfg.train,
+                     cfg.seed, str(ctx.base_model.device), cfg.model.max_seq_length)

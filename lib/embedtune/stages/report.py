@@ -211,10 +211,14 @@ def _fig_cost(r: ReportResult):
 def _fig_decision(r: ReportResult):
     if not r.decision:
         return None
-    return plots.draw_flowchart(r.decision["path"], r.decision["verdict"])
+    return plots.draw_flowchart(r.decision["path"], r.decision.get("flowchart_verdict", r.decision["verdict"]))
 
 
-FIGURES = {"headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_recall,
+def _fig_pilot(r: ReportResult):
+    return plots.pilot_curve(r.decision["pilot"]) if r.decision.get("pilot") else None
+
+
+FIGURES = {"pilot": _fig_pilot, "headline": _fig_headline, "intervals": _fig_ci, "recall_at_k": _fig_recall,
            "win_loss": _fig_win_loss, "training": _fig_training, "negatives": _fig_negatives,
            "ood": _fig_ood, "cost": _fig_cost, "decision": _fig_decision}
 
