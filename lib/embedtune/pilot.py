@@ -1,7 +1,8 @@
 """The pilot: will fine-tuning pay off here? Measure it, briefly, on dev queries.
 
 00_decide fine-tunes copies of the base model on seeded subsamples of the training pairs (short
-runs: MNRL with in-batch negatives, the experiment's learning rate and batch size), scores each
+runs with the experiment's recipe: its in-batch loss (mnrl, cached_mnrl or gist; others as mnrl),
+its pairs-per-query cap, learning rate and batch size; in-batch negatives only), scores each
 on the dev queries against a dev corpus, and compares with the base model on the same queries
 (per query, so the gain has a paired bootstrap interval). A line through the gains against
 log(pairs) extrapolates to every available pair; the bootstrap refits it on each resample of
@@ -55,11 +56,13 @@ def run_pilot(model_name: str, pairs: list[dict], queries: dict[str, str], qrels
         model = load_model(model_name, device, max_seq_length)
         precision = resolve_precision(train_cfg.precision, str(model.device))
         evaluator = dev_evaluator(queries, qrels, corpus, 64, precision)
-        short = dataclasses.replace(train_cfg, loss="mnrl", matryoshka_dims=(), epochs=cfg.pilot_epochs,
+        loss = train_cfg.loss if train_cfg.loss in ("mnrl", "cached_mnrl", "gist") else "mnrl"
+        short = dataclasses.replace(train_cfg, loss=loss, matryoshka_dims=(), epochs=cfg.pilot_epochs,
                                     evals_per_epoch=1, keep_base_p=None, devices=1)
+        guide = load_model(train_cfg.gist_guide or model_name, device) if loss == "gist" else None
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="embedtune-pilot-") as tmp:
-            result = fine_tune(model, data, None, short, Path(tmp) / "model", seed, dev_before={})
+            result = fine_tune(model, data, None, short, Path(tmp) / "model", seed, guide=guide, dev_before={})
         evaluator(model, steps=result.steps)
         tuned = evaluator.per_query[result.steps]
         common = sorted(set(tuned) & set(base))

@@ -17,7 +17,7 @@ from embedtune.pilot import verdict as pilot_verdict
 from embedtune.evaluate import evaluate_runs
 from embedtune.fusion import HybridRetriever
 from embedtune.io import atomic_write_json
-from embedtune.pairs import gold_pairs, leakage_guard
+from embedtune.pairs import cap_per_query, gold_pairs, leakage_guard
 from embedtune.provenance import now
 
 @dataclass
@@ -111,6 +111,8 @@ def run(ctx: RunContext) -> DecideResult:
     decision = walk(measurements, cfg.decide)
     pilot, verdict, reasons = None, decision.verdict, list(decision.reasons)
     if cfg.decide.pilot and len(labelled) >= 16:  # the brief's flowchart stays beside the measured pilot
+        if cfg.pairs.max_pairs_per_query is not None:  # the pairs as 01_pairs will give them
+            labelled = cap_per_query(labelled, cfg.pairs.max_pairs_per_query, cfg.seed)
         pilot = run_pilot_on_dev(ctx, labelled, dev)
         verdict, why = pilot_verdict(pilot, dev_scores["hybrid"]["ndcg@10"] - dev_scores["generic"]["ndcg@10"],
                                      cfg.decide)
