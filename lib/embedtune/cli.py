@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parser(sub)
     benchmarks.add_parser(sub)
+    calibrate = sub.add_parser("calibrate", help="predicted (dev, pilot) against realised (test) gains of every "
+                                                 "experiment and study point: results/calibration/")
+    calibrate.add_argument("--pilot", nargs="*", default=[], metavar="EXPERIMENT",
+                           help="first run 00_decide with the pilot for these params/<EXPERIMENT>.yaml")
     return parser
 
 
@@ -161,6 +165,11 @@ def _dispatch(args) -> int:
         from embedtune import benchmarks
 
         return benchmarks.run_cli(args)
+    if args.command == "calibrate":
+        from embedtune.calibration import refresh
+
+        print(f"calibration: {refresh(pilots=args.pilot)}")
+        return 0
     from embedtune.runner import run_experiment
 
     if args.command == "run":
