@@ -59,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     from embedtune import benchmarks
     from embedtune.sweep.cli import add_parser
 
+    from embedtune import search
+
     add_parser(sub)
     benchmarks.add_parser(sub)
+    search.add_parser(sub)
     calibrate = sub.add_parser("calibrate", help="predicted (dev, pilot) against realised (test) gains of every "
                                                  "experiment and study point: results/calibration/")
     calibrate.add_argument("--pilot", nargs="*", default=[], metavar="EXPERIMENT",
@@ -165,6 +168,10 @@ def _dispatch(args) -> int:
         from embedtune import benchmarks
 
         return benchmarks.run_cli(args)
+    if args.command == "search":
+        from embedtune import search
+
+        return search.run_cli(args)
     if args.command == "calibrate":
         from embedtune.calibration import refresh
 

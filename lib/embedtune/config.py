@@ -158,6 +158,20 @@ class NegativesConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """``embedtune search``: the recipe chosen on dev queries with Optuna (embedtune.search)."""
+
+    trials: int = 8  # at most this many trials ...
+    budget_s: float = 3600.0  # ... and no new trial after this many seconds
+    learning_rate_min: float = 1.0e-5  # log-uniform between these
+    learning_rate_max: float = 1.0e-4
+    epochs: tuple[float, ...] = (1.0, 3.0)
+    losses: tuple[Literal["mnrl", "cached_mnrl", "gist"], ...] = ("mnrl", "cached_mnrl", "gist")
+    pairs_per_query: tuple[int, ...] = (0, 3)  # pairs.max_pairs_per_query; 0: no cap
+    relative_margins: tuple[float, ...] = (0.05, -1.0)  # negatives.relative_margin; -1: none
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     loss: Literal["mnrl", "cached_mnrl", "triplet", "cosent", "gist"] = "mnrl"
     matryoshka_dims: tuple[int, ...] = ()  # wrap the loss in MatryoshkaLoss at these dims
@@ -174,6 +188,7 @@ class TrainConfig:
     dev_docs: int = 1500  # dev corpus size: judged docs + BM25 top-20 of dev queries + random others
     evals_per_epoch: int = 1  # dev evaluations per epoch; the best checkpoint is kept
     devices: int = 1  # > 1: torchrun DDP outside the kernel, one process per GPU (else per CPU share, gloo)
+    search: SearchConfig = field(default_factory=SearchConfig)  # embedtune search; not part of a run's key
     keep_base_p: float | None = 0.05  # ship the fine-tuned model only if its best checkpoint beats the base
     # model on dev nDCG@10 with a one-sided paired t-test below this p (None: always ship it) ...
     keep_base_margin: float = 0.0  # ... and by more than this

@@ -295,6 +295,7 @@ def key_parts(cfg, root: Path | None = None) -> dict[str, dict[str, Any]]:
     see why a stage is not up to date)."""
     root = root or package_root()
     plain = cfg.to_dict()
+    plain["train"].pop("search", None)  # where `embedtune search` looks, not what one run trains with
     unused = unused_sections(cfg)
     common = {"sections": {k: plain.get(k) for k in BASE_SECTIONS},
               "inputs": {k: v for s in BASE_SECTIONS for k, v in section_inputs(cfg, s).items()},
