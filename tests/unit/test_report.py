@@ -103,3 +103,13 @@ def test_rank_agreement():
     swapped = rp.rank_agreement({"a": 0.5, "b": 0.4, "c": 0.1}, {"a": 0.1, "b": 0.4, "c": 0.5, "d": 1})
     assert swapped["systems"] == 3 and not swapped["same_best"]
     assert swapped["kendall_tau"] == pytest.approx(-1.0)
+
+
+def test_the_headline_says_when_the_fine_tuned_model_was_not_kept():
+    doc = {"systems": {"generic": {"recall@10": 0.5, "ndcg@10": 0.4}, "finetuned": {"recall@10": 0.52, "ndcg@10": 0.41}},
+           "dataset": {"n_queries": 30}, "significance": {},
+           "finetuned_model": {"kept": False, "keep_base": {"reason": "no checkpoint beats the base model"}}}
+    text = rp.headline_sentence(doc)
+    assert "not kept" in text and "no checkpoint beats the base model" in text
+    doc["finetuned_model"]["kept"] = True
+    assert "not kept" not in rp.headline_sentence(doc)
