@@ -1,0 +1,33 @@
+"""Calibration reads what was predicted before test and what test said."""
+
+import json
+
+import pandas as pd
+
+from embedtune import calibration
+
+
+def _notebook(path, table_text):
+    cell = {"cell_type": "code", "source": ["result.dev_table().round(4)"], "metadata": {},
+            "outputs": [{"output_type": "execute_result", "data": {"text/plain": [table_text]}}]}
+    path.write_text(json.dumps({"cells": [cell]}))
+
+
+def test_the_dev_gain_is_the_best_checkpoint_minus_step_0(tmp_path):
+    _notebook(tmp_path / "03_train.ipynb", "      recall@10  ndcg@10\nstep                   \n"
+                                            "0        0.8333   0.7095\n21       0.8991   0.7798\n42       0.9061   0.8020\n")
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"significance": {"finetuned_vs_generic": {"ndcg@10": {"delta": 0.05, "p_value": 0.001}}}}))
+    row = calibration.row_for(tmp_path, "x", "study point")
+    assert abs(row["dev_gain"] - (0.8020 - 0.7095)) < 1e-9 and row["pays"] is True
+
+
+def test_agreement_counts_fine_tune_exactly_where_it_paid():
+    table = pd.DataFrame([
+        {"run": "a", "kind": "experiment", "pays": True, "flowchart_verdict": "fine-tune", "dev_gain": 0.1},
+        {"run": "b", "kind": "experiment", "pays": False, "flowchart_verdict": "fine-tune", "dev_gain": -0.01},
+        {"run": "c", "kind": "experiment", "pays": False, "flowchart_verdict": "skip", "dev_gain": 0.02},
+    ])
+    out = calibration.agreement(table)
+    assert out.loc["flowchart verdict (experiments)", "agree"] == 2
+    assert out.loc["dev gain > 0 (every run with a dev curve)", "agree"] == 2
