@@ -90,7 +90,8 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", help="model.backend for the encoding")
     parser.add_argument("--out", default=str(paths.results_dir() / "scale"))
     args = parser.parse_args()
-    from embedtune.backends import encoder, machine
+    from embedtune.backends import encoder
+    from embedtune.benchmarks import machine_info
     from embedtune.config import ModelConfig
     from embedtune.models import load_model
 
@@ -111,7 +112,7 @@ def main() -> None:
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), shard_mb=round(shards.nbytes / 2**20))
     q = model.embedtune_encoder.encode(queries(), "query", 64)
     np.save(work / "queries.npy", q)
-    report = {"machine": machine(), "passages": n, "queries": len(q), "span_words": args.words, "stride": args.stride,
+    report = {"machine": machine_info(), "command": " ".join(["bench/scale.py", *sys.argv[1:]]), "passages": n, "queries": len(q), "span_words": args.words, "stride": args.stride,
               "encoding": encode, "search": {}}
     real = np.concatenate([np.asarray(a, dtype=np.float16) for a in shards.arrays()])
     for label, total in (("real", len(real)), ("1M", args.total)):
@@ -144,7 +145,9 @@ def main() -> None:
 def readme(r: dict) -> str:
     e = r["encoding"]
     lines = ["# Scale run", "",
-             f"`HF_HUB_OFFLINE=1 EMBEDTUNE_DATA_DIR=../shared/datasets .venv/bin/python bench/scale.py` on {r['machine']} (2 cores).", "",
+             f"`HF_HUB_OFFLINE=1 EMBEDTUNE_DATA_DIR=../shared/datasets .venv/bin/python {r['command']}` on "
+             f"{r['machine']['processor']} ({r['machine']['cores']} cores; AVX-512 {r['machine'].get('avx512')}, "
+             f"AMX {r['machine'].get('amx')}).", "",
              f"**Encoding**: {r['passages']:,} passages ({r['span_words']}-word spans, stride {r['stride']}, cut from scifact, "
              f"nfcorpus and cranfield), all-MiniLM-L6-v2 through `{e['encoder']}`, streamed to float16 shards of "
              f"{e['chunk_size']:,}: {e.get('docs_per_second')} docs/s, {e['wall_seconds'] / 60:.0f} min, "

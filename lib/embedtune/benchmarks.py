@@ -218,8 +218,31 @@ def encoding_speed(docs: int, rounds: int, settings: list[str], dataset: str = "
     return rows
 
 
-def encoding_quality(settings: list[str], datasets: list[str]) -> dict:
-    """nDCG@10 of each setting on each dataset's test queries (full corpus, exact search)."""
+def quality_corpus(corpus: dict, qrels: dict, docs: int | None, seed: int = 0) -> tuple[dict, dict]:
+    """The corpus and test qrels a quality figure is measured on: all of them, or (``docs``) the
+    judged documents of seeded test queries (taken while those fill at most 60 % of ``docs``)
+    plus seeded random others up to ``docs``."""
+    import random
+
+    if docs is None or docs >= len(corpus):
+        return corpus, qrels
+    rng = random.Random(seed)
+    order = sorted(qrels)
+    rng.shuffle(order)
+    kept, judged = {}, set()
+    for q in order:
+        mine = {d for d in qrels[q] if d in corpus}
+        if kept and len(judged | mine) > 0.6 * docs:
+            continue
+        kept[q], judged = qrels[q], judged | mine
+    others = sorted(set(corpus) - judged)
+    chosen = sorted(judged) + rng.sample(others, max(0, min(len(others), docs - len(judged))))
+    return {d: corpus[d] for d in chosen}, kept
+
+
+def encoding_quality(settings: list[str], datasets: list[str], docs: int | None = None) -> dict:
+    """nDCG@10 of each setting on each dataset's test queries (exact search over the full corpus,
+    or over :func:`quality_corpus` of ``docs`` documents)."""
     from embedtune.backends import BackendError, encoder
     from embedtune.config import ModelConfig
     from embedtune.data import doc_text, load_beir, relevant_only
@@ -230,7 +253,7 @@ def encoding_quality(settings: list[str], datasets: list[str]) -> dict:
     out: dict = {}
     for dataset in datasets:
         ds = load_beir(dataset)
-        qrels = relevant_only(ds.qrels["test"], 1)
+        corpus, qrels = quality_corpus(ds.corpus, relevant_only(ds.qrels["test"], 1), docs)
         queries = {q: ds.queries[q] for q in qrels}
         calibration = [doc_text(d) for d in ds.corpus.values()]
         out[dataset] = {}
@@ -243,10 +266,10 @@ def encoding_quality(settings: list[str], datasets: list[str]) -> dict:
             except BackendError as exc:
                 out[dataset][setting] = {"error": str(exc)}
                 continue
-            index = DenseIndex.build(model, ds.corpus, cfg)
+            index = DenseIndex.build(model, corpus, cfg)
             run = index.search(model, queries, cfg, 100)
             out[dataset][setting] = {"ndcg@10": evaluate_runs(qrels, {"s": run}, ["ndcg@10"]).mean["s"]["ndcg@10"],
-                                     "queries": len(qrels), "docs": len(ds.corpus)}
+                                     "queries": len(qrels), "docs": len(corpus), "corpus_docs": len(ds.corpus)}
             log.info("bench quality %s %s: %.4f", dataset, setting, out[dataset][setting]["ndcg@10"])
         reference = out[dataset].get("torch:none:fp32", {}).get("ndcg@10")
         for row in out[dataset].values():
@@ -385,7 +408,8 @@ SECTIONS = ("encoding", "quality", "training", "bm25", "dense_search", "latency"
 
 def run_bench(out: Path, docs: int = 300, rounds: int = 3, train_steps: int = 8, train_batch: int = 32,
               sections: list[str] | None = None, pipeline_params: str = "params/scifact.yaml",
-              pipeline_run_dir: str | None = None, settings: list[str] | None = None) -> dict:
+              pipeline_run_dir: str | None = None, settings: list[str] | None = None,
+              quality_docs: int | None = None) -> dict:
     """Measure ``sections`` (default: all but the pipeline) and merge them into ``out/bench.json``
     (sections measured earlier stay, each with the machine and time it was measured)."""
     from embedtune import backends
@@ -417,7 +441,7 @@ def run_bench(out: Path, docs: int = 300, rounds: int = 3, train_steps: int = 8,
             doc["encoding"] += encoding_speed(n, rounds, [setting])
             save("encoding")
     if "quality" in sections:
-        doc["quality"] = encoding_quality(with_bf16, ["scifact", "nfcorpus"])
+        doc["quality"] = encoding_quality(with_bf16, ["scifact", "nfcorpus"], quality_docs)
         save("quality")
     if "training" in sections:
         doc["training"] = training(train_steps, train_batch)
@@ -456,6 +480,8 @@ def add_parser(subparsers) -> None:
                                           "measured sections replace theirs in bench.json, the others stay")
     bench.add_argument("--docs", type=int, default=300, help="passages per encoding measurement")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds per encoding setting")
+    bench.add_argument("--quality-docs", type=int, help="quality on every judged test document plus random "
+                       "others up to this many (default: the full corpora)")
     bench.add_argument("--train-steps", type=int, default=8)
     bench.add_argument("--settings", help="comma-separated backend:quantize:precision (default: all available)")
     bench.add_argument("--pipeline-params", default="params/scifact.yaml", help="what the pipeline section runs")
@@ -467,7 +493,8 @@ def run_cli(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     run_bench(out, docs=args.docs, rounds=args.rounds, train_steps=args.train_steps,
               sections=args.sections.split(",") if args.sections else None, pipeline_params=args.pipeline_params,
-              pipeline_run_dir=args.pipeline_run_dir, settings=args.settings.split(",") if args.settings else None)
+              pipeline_run_dir=args.pipeline_run_dir, settings=args.settings.split(",") if args.settings else None,
+              quality_docs=args.quality_docs)
     render(out)
     print(f"bench: {out / 'bench.html'}")
     return 0

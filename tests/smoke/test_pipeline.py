@@ -74,7 +74,7 @@ def test_every_stage_left_its_outputs(smoke_run):
     assert _statuses(smoke_run) == {s: "ok" for s in available_stages()}
     decision = json.loads((smoke_run / "decision.json").read_text())
     assert decision["verdict"] in ("fine-tune", "skip", "hybrid") and decision["reasons"]
-    assert decision["path"][-1] == decision["verdict"]
+    assert decision["path"][-1] == decision["flowchart_verdict"]  # the verdict follows the pilot
     assert manifest["model"]["fingerprint"].startswith("sha256:")
     assert manifest["model"]["finetuned_fingerprint"] != manifest["model"]["fingerprint"]
     assert "commit" in manifest["git"] and "torch" in manifest["packages"]
@@ -103,13 +103,13 @@ def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
 
 
 def test_changed_train_params_rerun_train_and_its_downstream_only(smoke_run):
-    before = _markers(smoke_run)
-    run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.learning_rate": 3e-5})
+    before = _markers(smoke_run)  # train.epochs: the pilot runs its own (decide.pilot_epochs)
+    run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.epochs": 2})
     after = _markers(smoke_run)
     assert {s for s in after if after[s] != before[s]} == {"train", "evaluate", "report", "monitor"} & set(after)
     import yaml
 
-    assert yaml.safe_load((smoke_run / "params.yaml").read_text())["train"]["learning_rate"] == 3e-5
+    assert yaml.safe_load((smoke_run / "params.yaml").read_text())["train"]["epochs"] == 2
 
 
 def test_failed_stage_leaves_nothing_half_written_and_reruns_cleanly(smoke_run, tmp_path):

@@ -189,3 +189,22 @@ def test_every_bad_input_is_in_the_readme_table():
     for text in ("--set", "corpus.jsonl", "UTF-8", "empty", "promote", "reembed", "api_key_env", "Ctrl-C",
                  "qrels", "URL"):
         assert text in section, text
+
+
+def test_a_document_with_no_text_is_kept_with_a_warning_as_beir_keeps_it(tiny_beir, caplog):
+    with open(tiny_beir / "corpus.jsonl", "a") as fh:
+        fh.write(json.dumps({"_id": "d99", "title": "", "text": " "}) + "\n")
+    with caplog.at_level("WARNING", logger="embedtune.data"):
+        ds = load_beir(str(tiny_beir))
+    assert ds.corpus["d99"] == {"title": "", "text": " "}
+    assert "1 document(s) with neither text nor title (first: line" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["scifact", "nfcorpus", "cranfield"])
+def test_the_real_datasets_pass_validation(name):
+    from embedtune import paths
+
+    if not ((paths.env_data_dir() or paths.data_dir()) / name / "corpus.jsonl").is_file():
+        pytest.skip(f"{name} not under EMBEDTUNE_DATA_DIR")
+    ds = load_beir(name)
+    assert ds.corpus and ds.queries and ds.qrels

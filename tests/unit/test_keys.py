@@ -44,7 +44,20 @@ def test_editing_a_library_module_reruns_the_stages_that_import_it_and_their_dow
     before = stage_keys(cfg, source)
     assert before == stage_keys(cfg, package_root())  # the copy hashes like the package
     _edit(source / "train.py", "def build_loss(", "LOSS_NOTE = 1\n\n\ndef build_loss(")
-    assert _changed(before, stage_keys(cfg, source)) == ["train", "evaluate", "report", "monitor"]
+    # 00_decide's pilot fine-tunes with train.py too
+    assert _changed(before, stage_keys(cfg, source)) == ["decide", "train", "evaluate", "report", "monitor"]
+    edited = stage_keys(cfg, source)
+    _edit(source / "stages" / "train.py", "@stage(\"train\")", "STAGE_NOTE = 1\n\n\n@stage(\"train\")")
+    assert _changed(edited, stage_keys(cfg, source)) == ["train", "evaluate", "report", "monitor"]
+
+
+def test_the_pilot_reads_the_training_recipe_but_not_what_it_replaces(params):
+    cfg = params()
+    before = stage_keys(cfg)
+    assert _changed(before, stage_keys(params(train={"learning_rate": 3e-5}))) == ["decide", "train", "evaluate", "report", "monitor"]
+    assert "decide" not in _changed(before, stage_keys(params(train={"epochs": 3, "keep_base_p": 0.1})))
+    off = stage_keys(params(decide={"pilot": False}))
+    assert "decide" not in _changed(off, stage_keys(params(decide={"pilot": False}, train={"learning_rate": 3e-5})))
 
 
 def test_an_unrelated_edit_reruns_nothing_else(params, source):
