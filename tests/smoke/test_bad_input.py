@@ -49,7 +49,10 @@ def test_ctrl_c_prints_one_line_and_marks_the_stage_interrupted(tiny_params, tmp
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "embedtune.cli", "run", str(tiny_params), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # its own process group, as a terminal's job
+                            start_new_session=True,  # its own process group, as a terminal's job
+                            # a test runner started in the background (`pytest ... &` from a script)
+                            # ignores SIGINT, and a child inherits that; a terminal's job does not
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(run.glob(".*.running.ipynb")) and time.time() < deadline:
         time.sleep(0.2)

@@ -175,6 +175,7 @@ def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_p
     assert sorted(p.name for p in (Path(registry) / "versions").iterdir()) == before  # nothing registered
 
 
+@pytest.mark.slow  # 90 s: exports the model to ONNX (tests/unit/test_backends.py checks the encoders themselves)
 def test_every_stage_encodes_with_the_backend_in_params(tmp_path):
     pytest.importorskip("onnxruntime")
     overrides = {"model.backend": "onnx", "data.max_docs": 100, "data.max_queries": 10}
