@@ -38,9 +38,10 @@ b.goals()
 #
 # Documents per second on the same passages, in interleaved rounds (plain, setting, plain, ...),
 # each in a fresh process; *ratio* is the median of the per-round ratios [lowest, highest]. nDCG@10:
-# the test queries of scifact and nfcorpus against their whole corpus, minus torch fp32's.
+# on test queries of scifact and nfcorpus, minus torch fp32's (exact search; the corpus is said below).
 
 # %%
+display(Markdown(b.quality_note()))
 b.encoding()
 
 # %%

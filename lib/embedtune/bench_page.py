@@ -37,6 +37,18 @@ class BenchPage:
                          "peak MB": round(r["peak_rss_mb"]), "plain peak MB": round(r["peer_peak_rss_mb"])})
         return pd.DataFrame(rows).set_index("setting") if rows else pd.DataFrame()
 
+    def quality_note(self) -> str:
+        """What each nDCG@10 change was measured on: queries and documents per dataset."""
+        parts = []
+        for dataset, rows in (self.doc.get("quality") or {}).items():
+            row = next((r for r in rows.values() if "docs" in r), None)
+            if row:
+                whole = row.get("corpus_docs", row["docs"])
+                corpus = "the whole corpus" if row["docs"] >= whole else \
+                    f"{row['docs']:,} of its {whole:,} documents (every judged one of those queries, random others)"
+                parts.append(f"{dataset}: {row['queries']} test queries, {corpus}")
+        return ("nDCG@10 changes measured on " + "; ".join(parts) + ".") if parts else "nDCG@10 not measured."
+
     def encoding_plot(self):
         import matplotlib.pyplot as plt
 
