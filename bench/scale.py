@@ -13,7 +13,6 @@ Usage (about an hour on 2 cores; the encoding resumes if stopped):
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -54,7 +53,8 @@ def queries() -> list[str]:
 def measure_index(kind: str, vectors: str, queries_file: str, k: int = 10) -> dict:
     """Build ``kind`` over the vectors in a fresh process; q/s, recall@10 vs exact, peak memory."""
     code = f"""
-import json, resource, time, numpy as np
+import json, time, numpy as np
+from embedtune.benchmarks import peak_rss_mb
 from embedtune.shards import build_index, recall_against
 data = np.load({vectors!r}, mmap_mode="r")
 q = np.load({queries_file!r})
@@ -63,7 +63,7 @@ index = build_index([data], {kind!r})
 start = time.perf_counter(); _, rows = index.search(q, {k}); seconds = time.perf_counter() - start
 print(json.dumps({{"kind": {kind!r}, "params": index.params, "build_seconds": round(index.build_seconds, 1),
                   "queries_per_second": round(len(q) / seconds, 1), "recall@10_vs_exact": recall_against(exact_rows, rows, {k}),
-                  "index_mb": round(index.nbytes / 2**20), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}}))
+                  "index_mb": round(index.nbytes / 2**20), "peak_rss_mb": round(peak_rss_mb())}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -89,9 +89,10 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=1_000_000, help="vectors in the second search test")
     parser.add_argument("--backend", default="torch", help="model.backend for the encoding")
     parser.add_argument("--out", default=str(paths.results_dir() / "scale"))
+    parser.add_argument("--search", default="real,1M", help="which search tests to (re)measure; the others stay")
     args = parser.parse_args()
     from embedtune.backends import encoder
-    from embedtune.benchmarks import machine_info
+    from embedtune.benchmarks import machine_info, peak_rss_mb
     from embedtune.config import ModelConfig
     from embedtune.models import load_model
 
@@ -109,13 +110,20 @@ def main() -> None:
     start = time.perf_counter()
     shards = encode_shards(model, iter_corpus(corpus), folder, chunk_size=20_000, batch_size=128, total=n)
     encode = dict(shards.manifest, wall_seconds=round(time.perf_counter() - start, 1),
-                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), shard_mb=round(shards.nbytes / 2**20))
+                  peak_rss_mb=round(peak_rss_mb()), shard_mb=round(shards.nbytes / 2**20))
     q = model.embedtune_encoder.encode(queries(), "query", 64)
     np.save(work / "queries.npy", q)
-    report = {"machine": machine_info(), "command": " ".join(["bench/scale.py", *sys.argv[1:]]), "passages": n, "queries": len(q), "span_words": args.words, "stride": args.stride,
-              "encoding": encode, "search": {}}
+    report = {"machine": machine_info(), "command": " ".join(["bench/scale.py", *sys.argv[1:]]), "passages": n,
+              "queries": len(q), "span_words": args.words, "stride": args.stride, "encoding": encode, "search": {}}
+    earlier = json.loads((out / "scale.json").read_text()) if (out / "scale.json").is_file() else {}
+    if earlier.get("passages") == n and earlier.get("machine") == report["machine"]:
+        report["search"] = earlier.get("search", {})  # sections not measured now stay
+        if not encode.get("encoded_now") and earlier.get("encoding", {}).get("encoded_now"):
+            report["encoding"] = earlier["encoding"]  # the figures of the run that encoded
     real = np.concatenate([np.asarray(a, dtype=np.float16) for a in shards.arrays()])
     for label, total in (("real", len(real)), ("1M", args.total)):
+        if label not in args.search.split(","):
+            continue
         vectors = work / f"vectors-{label}.npy"
         if label == "real":
             np.save(vectors, real)
@@ -134,12 +142,13 @@ def main() -> None:
         rows = exact_rows(np.load(vectors, mmap_mode="r"), q)
         np.save(str(vectors).replace(".npy", ".exact.npy"), rows)
         exact_qps = len(q) / (time.perf_counter() - start)
-        report["search"][label] = {"vectors": total, "exact_numpy_blocks_queries_per_second": round(exact_qps, 1),
-                                   "indexes": [measure_index(kind, str(vectors), str(work / "queries.npy"))
-                                               for kind in ("flat", "hnsw", "hnsw-sq8", "ivf")]}
-        atomic_write_json(out / "scale.json", report)
-        print(json.dumps(report["search"][label], indent=1), flush=True)
-    atomic_write_text(out / "README.md", readme(report))
+        block = report["search"][label] = {"vectors": total, "indexes": [],
+                                           "exact_numpy_blocks_queries_per_second": round(exact_qps, 1)}
+        for kind in ("flat", "ivf", "hnsw-sq8", "hnsw"):  # cheapest first; saved after each
+            block["indexes"].append(measure_index(kind, str(vectors), str(work / "queries.npy")))
+            atomic_write_json(out / "scale.json", report)
+            atomic_write_text(out / "README.md", readme(report))
+            print(json.dumps(block["indexes"][-1]), flush=True)
 
 
 def readme(r: dict) -> str:

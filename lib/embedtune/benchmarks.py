@@ -51,7 +51,13 @@ SETTINGS = ("torch:none:fp32", "torch:none:bf16", "openvino:none:fp32", "openvin
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory (MB): VmHWM, which starts afresh at exec. (ru_maxrss
+    does not: a child started by a big parent reports the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine_info() -> dict:

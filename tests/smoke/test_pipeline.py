@@ -102,6 +102,7 @@ def test_rerun_skips_fresh_stages_and_named_stage_encodes_nothing(smoke_run):
     assert [s for s in after if after[s] != before[s]] == ["evaluate"]
 
 
+@pytest.mark.slow  # 2-3 min; which stages a train.* change re-runs is unit-tested in tests/unit/test_keys.py
 def test_changed_train_params_rerun_train_and_its_downstream_only(smoke_run):
     before = _markers(smoke_run)  # train.epochs: the pilot runs its own (decide.pilot_epochs)
     run_experiment(SMOKE, run_dir=smoke_run, progress=False, overrides={"train.epochs": 2})
