@@ -8,7 +8,9 @@ predicted before test was looked at, against the gain realised on the test queri
   read from the executed ``03_train.ipynb``;
 - the **pilot** (``decision.json`` of a decide run with the pilot, in
   ``results/calibration/<experiment>/``): its predicted gain, interval and verdict;
-- the **flowchart** verdict of the experiment's own ``decision.json``.
+- the **flowchart** verdict of the experiment's own ``decision.json``;
+- **00_decide's verdict** as the current code gives it (``results/calibration/<experiment>/``):
+  the pilot's where the pilot ran, else the flowchart's (the pilot needs gold train pairs).
 
 A test outcome "pays" when the fine-tuned model beats generic with p < 0.05; a verdict agrees
 when it is ``fine-tune`` exactly for the experiments where fine-tuning paid.
@@ -69,6 +71,8 @@ def row_for(folder: Path, name: str, kind: str) -> dict | None:
     if decision:
         row["flowchart_verdict"] = decision.get("flowchart_verdict", decision.get("verdict"))
     pilot = read_json(paths.results_dir() / "calibration" / name / "decision.json") if kind == "experiment" else {}
+    if pilot:
+        row["decide_verdict"] = pilot["verdict"]
     if pilot.get("pilot"):
         row.update(pilot_verdict=pilot["verdict"], pilot_gain=pilot["pilot"]["predicted_gain"],
                    pilot_low=pilot["pilot"]["interval"][0], pilot_high=pilot["pilot"]["interval"][1])
@@ -93,7 +97,8 @@ def agreement(table: pd.DataFrame) -> pd.DataFrame:
     """How often each predictor agrees with the test outcome (fine-tune exactly when it paid)."""
     rows = []
     for column, label in (("flowchart_verdict", "flowchart verdict (experiments)"),
-                          ("pilot_verdict", "pilot verdict (experiments with labels)")):
+                          ("pilot_verdict", "pilot verdict (experiments with labels)"),
+                          ("decide_verdict", "00_decide's verdict now (the pilot where it ran, else the flowchart)")):
         if column in table:
             sub = table.dropna(subset=[column])
             hits = ((sub[column] == "fine-tune") == sub["pays"]).sum()
@@ -132,16 +137,27 @@ def plot(table: pd.DataFrame):
     return fig
 
 
+def decide_inputs(name: str) -> tuple[Path, dict]:
+    """The params file and overrides an experiment was run with: those its committed
+    ``results/<name>/manifest.json`` records, else ``params/<name>.yaml`` as it is."""
+    manifest = read_json(paths.results_dir() / name / "manifest.json")
+    if manifest.get("params_file"):
+        return paths.resolve(manifest["params_file"]), dict(manifest.get("overrides") or {})
+    return paths.params_dir() / f"{name}.yaml", {}
+
+
 def refresh(out: Path | None = None, pilots: list[str] = ()) -> Path:
-    """Run decide with the pilot for ``pilots`` (experiment names; into results/calibration/<name>),
-    then write ``calibration.json`` and render the page."""
+    """Run 00_decide (the pilot on) for ``pilots`` (experiment names, with the params file and
+    overrides each was run with; into results/calibration/<name>), then write ``calibration.json``
+    and render the page."""
     from embedtune import notebook
     from embedtune.io import atomic_write_json
     from embedtune.runner import run_experiment
 
     out = out or paths.results_dir() / "calibration"
     for name in pilots:
-        run_experiment(paths.params_dir() / f"{name}.yaml", stages=["decide"], run_dir=out / name, progress=False)
+        params_file, overrides = decide_inputs(name)
+        run_experiment(params_file, stages=["decide"], overrides=overrides, run_dir=out / name, progress=False)
     table = collect()
     atomic_write_json(out / "calibration.json", {"runs": json.loads(table.to_json(orient="records")),
                                                  "agreement": json.loads(agreement(table).reset_index().to_json(orient="records"))})

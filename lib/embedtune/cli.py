@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser("calibrate", help="predicted (dev, pilot) against realised (test) gains of every "
                                                  "experiment and study point: results/calibration/")
     calibrate.add_argument("--pilot", nargs="*", default=[], metavar="EXPERIMENT",
-                           help="first run 00_decide with the pilot for these params/<EXPERIMENT>.yaml")
+                           help="first run 00_decide (pilot on) for these experiments, with the params file and "
+                                "overrides of results/<EXPERIMENT>/manifest.json, else params/<EXPERIMENT>.yaml")
     return parser
 
 

@@ -31,3 +31,31 @@ def test_agreement_counts_fine_tune_exactly_where_it_paid():
     out = calibration.agreement(table)
     assert out.loc["flowchart verdict (experiments)", "agree"] == 2
     assert out.loc["dev gain > 0 (every run with a dev curve)", "agree"] == 2
+
+
+def test_decides_verdict_now_is_read_from_the_calibration_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDTUNE_RESULTS_DIR", str(tmp_path))
+    run = tmp_path / "x"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(
+        {"significance": {"finetuned_vs_generic": {"ndcg@10": {"delta": 0.03, "p_value": 0.01}}}}))
+    (run / "decision.json").write_text(json.dumps({"verdict": "skip"}))
+    (tmp_path / "calibration" / "x").mkdir(parents=True)
+    (tmp_path / "calibration" / "x" / "decision.json").write_text(json.dumps({"verdict": "fine-tune", "pilot": None}))
+    row = calibration.row_for(run, "x", "experiment")
+    assert row["flowchart_verdict"] == "skip" and row["decide_verdict"] == "fine-tune" and "pilot_verdict" not in row
+    out = calibration.agreement(pd.DataFrame([row]))
+    assert out.loc["00_decide's verdict now (the pilot where it ran, else the flowchart)", "agree"] == 1
+    assert out.loc["flowchart verdict (experiments)", "agree"] == 0
+
+
+def test_the_calibration_decide_run_uses_the_experiments_own_params_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDTUNE_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "ict").mkdir()
+    (tmp_path / "ict" / "manifest.json").write_text(json.dumps(
+        {"params_file": "params/scifact-synthetic.yaml", "overrides": {"pairs.sources": ["ict"], "experiment": "ict"}}))
+    params_file, overrides = calibration.decide_inputs("ict")
+    assert params_file.name == "scifact-synthetic.yaml" and params_file.is_absolute()
+    assert overrides == {"pairs.sources": ["ict"], "experiment": "ict"}
+    params_file, overrides = calibration.decide_inputs("scifact")
+    assert params_file.name == "scifact.yaml" and overrides == {}
