@@ -199,11 +199,10 @@ def readme(r: dict) -> str:
     for label, block in r["search"].items():
         for ix in block["indexes"]:
             params = {key: v for key, v in (ix["params"] or {}).items() if key != "efSearch"}
-            for s in ix.get("settings") or [{"efSearch": None, **ix}]:
+            for s in ix["settings"]:
                 lines.append(f"| {block['vectors']:,} ({label}) | {ix['kind']} {params or ''} | {ix['build_seconds']} | "
                              f"{s['efSearch'] or ''} | {s['queries_per_second']} | {s['recall@10_vs_exact']:.3f} | "
-                             f"{ix['index_mb']} | {ix.get('build_peak_rss_mb', ix.get('peak_rss_mb'))} | "
-                             f"{ix.get('serve_peak_rss_mb', '')} |")
+                             f"{ix['index_mb']} | {ix['build_peak_rss_mb']} | {ix['serve_peak_rss_mb']} |")
     return "\n".join(lines) + "\n"
 
 

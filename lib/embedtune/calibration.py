@@ -70,7 +70,7 @@ def row_for(folder: Path, name: str, kind: str) -> dict | None:
     decision = read_json(layout.decision)
     if decision:
         row["flowchart_verdict"] = decision.get("flowchart_verdict", decision.get("verdict"))
-    pilot = read_json(paths.results_dir() / "calibration" / name / "decision.json") if kind == "experiment" else {}
+    pilot = read_json(RunLayout(paths.results_dir() / "calibration" / name).decision) if kind == "experiment" else {}
     if pilot:
         row["decide_verdict"] = pilot["verdict"]
     if pilot.get("pilot"):
@@ -140,7 +140,7 @@ def plot(table: pd.DataFrame):
 def decide_inputs(name: str) -> tuple[Path, dict]:
     """The params file and overrides an experiment was run with: those its committed
     ``results/<name>/manifest.json`` records, else ``params/<name>.yaml`` as it is."""
-    manifest = read_json(paths.results_dir() / name / "manifest.json")
+    manifest = read_json(RunLayout(paths.results_dir() / name).manifest)
     if manifest.get("params_file"):
         return paths.resolve(manifest["params_file"]), dict(manifest.get("overrides") or {})
     return paths.params_dir() / f"{name}.yaml", {}
