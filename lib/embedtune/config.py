@@ -68,6 +68,8 @@ class DataConfig:
     dev_split: str | None = None  # official dev split name; None: hold out dev_fraction of train
     dev_fraction: float = 0.2  # share of train queries held out as dev when there is no dev split
     query_split: QuerySplit | None = None  # split the eval split's judged queries instead
+    split_seed: int | None = None  # seeds the dev/test query splits; None: the experiment's seed.
+    # Pin it to vary only the training's randomness over seeds, on the same dev and test queries.
     min_score: int = 1  # qrels with a lower score are not relevant
     strict: bool = True  # qrels naming unknown queries/docs: True fails, False drops and reports
     max_queries: int | None = None  # evaluate only the first N queries (smoke tests)

@@ -298,6 +298,7 @@ def load_experiment_data(cfg, seed: int, gold=None) -> tuple[BeirDataset, Splits
         from embedtune.gold import apply_gold
 
         ds, _ = apply_gold(ds, gold)
+    seed = seed if cfg.split_seed is None else cfg.split_seed
     splits = make_splits(ds, cfg, seed)
     return take_slice(ds, splits, cfg.max_queries, cfg.max_docs, seed)
 

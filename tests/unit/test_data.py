@@ -91,6 +91,20 @@ def test_query_split_shares(tmp_path):
         make_splits(ds, bad, seed=3)
 
 
+def test_split_seed_pins_the_query_split_whatever_the_seed(tmp_path):
+    from embedtune.context import load_experiment_data
+
+    corpus = {f"d{i}": f"doc {i}" for i in range(20)}
+    queries = {f"q{i}": f"query {i}" for i in range(20)}
+    folder = write_beir(tmp_path / "c", corpus, queries, {"test": [(f"q{i}", f"d{i}", 2) for i in range(20)]})
+    shares = QuerySplit(0.5, 0.1, 0.4)
+    free = DataConfig(dataset=str(folder), query_split=shares)
+    pinned = DataConfig(dataset=str(folder), query_split=shares, split_seed=42)
+    tests = {seed: load_experiment_data(pinned, seed)[1].test for seed in (1, 2, 3)}
+    assert tests[1] == tests[2] == tests[3] == load_experiment_data(free, 42)[1].test
+    assert load_experiment_data(free, 1)[1].test != load_experiment_data(free, 2)[1].test
+
+
 def test_min_score_filters_judgements(tiny_beir):
     ds = load_beir(str(tiny_beir))
     s = make_splits(ds, DataConfig(dataset=str(tiny_beir), min_score=2), seed=0)
