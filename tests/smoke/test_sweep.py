@@ -12,6 +12,9 @@ import yaml
 from embedtune.sweep import load_comparison, run_sweep
 from tests.conftest import ROOT
 
+# about 3 min on 2 cores: left out of `make test` (kept under 15 min), run by CI after it (.ci/run)
+pytestmark = pytest.mark.slow
+
 SMOKE = ROOT / "params" / "smoke.yaml"
 STAGES = ["pairs", "train", "evaluate"]
 # an even smaller slice than smoke.yaml's, in-batch negatives only: two trainings and evaluations

@@ -29,6 +29,7 @@ def test_shards_encoded_by_two_ray_workers_equal_one_process(tmp_path):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=2e-3)
 
 
+@pytest.mark.slow  # a Ray start-up: run by CI after `make test` (.ci/run)
 def test_sweep_points_run_as_ray_tasks_and_share_a_stage(tmp_path, tiny_beir):
     from embedtune.sweep import run_sweep
 
