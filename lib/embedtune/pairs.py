@@ -111,3 +111,13 @@ def cap_per_query(rows: list[dict], cap: int, seed: int) -> list[dict]:
     for query_rows in by_query.values():
         kept += query_rows if len(query_rows) <= cap else rng.sample(query_rows, cap)
     return kept
+
+
+def capped(rows: list[dict], max_per_query: int | None, max_total: int | None, seed: int) -> list[dict]:
+    """The pairs as 01_pairs trains on them (``pairs.max_pairs_per_query``, then a seeded sample of
+    ``pairs.max_train_pairs``, sorted back); 00_decide's pilot takes the same."""
+    if max_per_query is not None:
+        rows = cap_per_query(rows, max_per_query, seed)
+    if max_total is not None and len(rows) > max_total:
+        rows = sorted(random.Random(seed).sample(rows, max_total), key=lambda r: (r["query_id"], r["doc_id"]))
+    return rows

@@ -1,4 +1,5 @@
-"""Training pairs beyond gold through the pipeline: ICT pseudo-queries and simulated clicks."""
+"""Training pairs beyond gold through the pipeline: ICT pseudo-queries and simulated clicks, which
+00_decide counts and pilots on."""
 
 import json
 
@@ -15,16 +16,17 @@ def sources_run(tmp_path_factory):
     if shared_datasets() is None:
         pytest.skip("scifact not found: set EMBEDTUNE_DATA_DIR")
     folder = tmp_path_factory.mktemp("sources")
-    run_experiment(SMOKE, stages=["pairs", "negatives", "evaluate"], run_dir=folder, progress=False,
-                   overrides={"pairs.sources": ["gold", "ict"], "crop.max_docs": 30,
-                              "clicks.simulate": True, "clicks.use": "validate",
+    run_experiment(SMOKE, stages=["decide", "pairs", "negatives", "evaluate"], run_dir=folder, progress=False,
+                   overrides={"pairs.sources": ["gold", "ict", "clicks"], "crop.max_docs": 30,
+                              "clicks.simulate": True, "clicks.use": "both", "decide.pilot_pairs": [16],
+                              "pairs.max_train_pairs": 12,
                               "negatives.sources": ["bm25"]})
     return folder
 
 
 def test_pairs_count_every_source_and_ict_skips_test_documents(sources_run):
     stats = json.loads((sources_run / "pairs" / "stats.json").read_text())
-    assert stats["sources"]["gold"] > 0 and stats["sources"]["ict"] > 0
+    assert stats["sources"]["gold"] > 0 and stats["sources"]["ict"] > 0 and stats["sources"]["clicks"] > 0
     assert stats["train_pairs"] == sum(stats["sources"].values())
     rows = [json.loads(line) for line in (sources_run / "pairs" / "train.jsonl").open()]
     ict = [r for r in rows if r["source"] == "ict"]
@@ -54,3 +56,13 @@ def test_simulated_clicks_make_a_validation_set_scored_beside_test(sources_run):
     assert block["simulated"] is True and block["n_queries"] == len(validation["qrels"])
     assert {"bm25", "generic", "hybrid_generic"} <= set(block["systems"])
     assert 0 <= block["systems"]["generic"]["recall@10"] <= 1
+
+
+
+def test_decide_counts_simulated_click_pairs_and_pilots_on_the_pairs_01_pairs_gives(sources_run):
+    decision = json.loads((sources_run / "decision.json").read_text())
+    stats = json.loads((sources_run / "pairs" / "stats.json").read_text())
+    assert decision["measurements"]["pairs_by_source"]["clicks"] == stats["sources"]["clicks"]
+    # the gold pairs capped by pairs.max_train_pairs, plus the clicks; ICT pairs are not labels
+    assert stats["sources"]["gold"] == 12 < stats["gold_pairs_before_caps"]
+    assert decision["pilot"]["all_pairs"] == stats["sources"]["gold"] + stats["sources"]["clicks"]

@@ -36,7 +36,7 @@ def test_gold_pairs_respect_min_score(tiny_beir):
 
 
 def test_cap_per_query_is_seeded_and_keeps_small_queries_whole():
-    from embedtune.stages.pairs import cap_per_query
+    from embedtune.pairs import cap_per_query
 
     rows = [{"query_id": "a", "doc_id": str(i)} for i in range(10)] + [{"query_id": "b", "doc_id": "x"}]
     kept = cap_per_query(rows, 3, seed=1)
@@ -44,3 +44,15 @@ def test_cap_per_query_is_seeded_and_keeps_small_queries_whole():
     assert {"query_id": "b", "doc_id": "x"} in kept
     assert kept == cap_per_query(rows, 3, seed=1)
     assert {r["doc_id"] for r in kept if r["query_id"] == "a"} <= {str(i) for i in range(10)}
+
+
+def test_capped_caps_per_query_then_samples_the_total_in_order():
+    from embedtune.pairs import capped
+
+    rows = [{"query_id": q, "doc_id": str(i)} for q in "abc" for i in range(4)]
+    assert capped(rows, None, None, seed=0) == rows
+    per_query = capped(rows, 2, None, seed=0)
+    assert [r["query_id"] for r in per_query] == ["a", "a", "b", "b", "c", "c"]
+    both = capped(rows, 2, 4, seed=0)
+    assert len(both) == 4 and both == sorted(both, key=lambda r: (r["query_id"], r["doc_id"]))
+    assert all(r in per_query for r in both) and both == capped(rows, 2, 4, seed=0)

@@ -17,7 +17,7 @@ from embedtune.pilot import verdict as pilot_verdict
 from embedtune.evaluate import evaluate_runs
 from embedtune.fusion import HybridRetriever
 from embedtune.io import atomic_write_json
-from embedtune.pairs import cap_per_query, gold_pairs, leakage_guard
+from embedtune.pairs import capped, gold_pairs, leakage_guard
 from embedtune.provenance import now
 
 @dataclass
@@ -49,18 +49,15 @@ class DecideResult:
         return plots.pilot_curve(self.document["pilot"]) if self.document.get("pilot") else None
 
 
-def _click_pairs(ctx: RunContext) -> int:
-    """Training pairs a real click log gives (clicks.path, used for training); 0 without one."""
+def _click_rows(ctx: RunContext, train: dict, dev: dict) -> list[dict]:
+    """The click pairs 01_pairs will train on (a real log at clicks.path, or one simulated from
+    the train qrels); none when clicks are not a training source."""
     cfg = ctx.cfg
-    if not cfg.clicks.path or "clicks" not in cfg.pairs.sources or cfg.clicks.use == "validate":
-        return 0
-    from embedtune import clicks
+    if "clicks" not in cfg.pairs.sources or cfg.clicks.use == "validate" or not (cfg.clicks.path or cfg.clicks.simulate):
+        return []
+    from embedtune.stages.pairs import click_source
 
-    ds, _ = ctx.data
-    impressions = clicks.read_click_log(cfg.clicks.path, ds.corpus, ds.queries, strict=cfg.clicks.strict)
-    train_ids, _ = clicks.split_click_queries(clicks.aggregate_clicks(impressions, cfg.clicks.min_dwell_s),
-                                              cfg.clicks, cfg.seed)
-    return len(clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)[0])
+    return click_source(ctx, train, dev)[0]
 
 
 @stage("decide")
@@ -85,7 +82,10 @@ def run(ctx: RunContext) -> DecideResult:
     gold = len(labelled)
     if "gold" not in cfg.pairs.sources:
         gold, labelled = 0, []  # withheld: this experiment trains on other sources only
-    pairs_by_source = {"gold": gold, "clicks": _click_pairs(ctx), "synthetic": 0}
+    labelled = capped(labelled, cfg.pairs.max_pairs_per_query, cfg.pairs.max_train_pairs, cfg.seed)
+    clicked = _click_rows(ctx, train, dev)
+    labelled = labelled + clicked  # the pilot trains on both, as 03_train will
+    pairs_by_source = {"gold": gold, "clicks": len(clicked), "synthetic": 0}
     # synthetic queries are not labels: they are generated in 01_pairs and counted there
 
     dev_scores = {}
@@ -111,8 +111,6 @@ def run(ctx: RunContext) -> DecideResult:
     decision = walk(measurements, cfg.decide)
     pilot, verdict, reasons = None, decision.verdict, list(decision.reasons)
     if cfg.decide.pilot and len(labelled) >= 16:  # the brief's flowchart stays beside the measured pilot
-        if cfg.pairs.max_pairs_per_query is not None:  # the pairs as 01_pairs will give them
-            labelled = cap_per_query(labelled, cfg.pairs.max_pairs_per_query, cfg.seed)
         pilot = run_pilot_on_dev(ctx, labelled, dev)
         verdict, why = pilot_verdict(pilot, dev_scores["hybrid"]["ndcg@10"] - dev_scores["generic"]["ndcg@10"],
                                      cfg.decide)

@@ -7,14 +7,13 @@ Leaves ``pairs/`` in the run folder: ``train.jsonl`` (one pair per line), ``dev_
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 
 import pandas as pd
 
 from embedtune.context import RunContext, stage
 from embedtune.io import atomic_path, write_rows
-from embedtune.pairs import LeakageReport, cap_per_query, gold_pairs, leakage_guard
+from embedtune.pairs import LeakageReport, capped, gold_pairs, leakage_guard
 
 
 @dataclass
@@ -45,11 +44,7 @@ def run(ctx: RunContext) -> PairsResult:
     dev_qrels = {q: d for q, d in splits.dev.items() if q not in leakage.removed}
     gold = gold_pairs(ds, train_qrels, cfg.pairs.min_score)
     n_all = len(gold)
-    if cfg.pairs.max_pairs_per_query is not None:
-        gold = cap_per_query(gold, cfg.pairs.max_pairs_per_query, cfg.seed)
-    if cfg.pairs.max_train_pairs is not None and len(gold) > cfg.pairs.max_train_pairs:
-        gold = sorted(random.Random(cfg.seed).sample(gold, cfg.pairs.max_train_pairs),
-                      key=lambda r: (r["query_id"], r["doc_id"]))
+    gold = capped(gold, cfg.pairs.max_pairs_per_query, cfg.pairs.max_train_pairs, cfg.seed)
     by_source = {"gold": gold if "gold" in cfg.pairs.sources else []}
     details: dict = {}
     validation = None
@@ -57,7 +52,7 @@ def run(ctx: RunContext) -> PairsResult:
         if source in ("synthetic", "ict", "crop"):
             by_source[source], details[source] = _generated(ctx, source, gold)
     if "clicks" in cfg.pairs.sources or cfg.clicks.path or cfg.clicks.simulate:
-        click_rows, validation, details["clicks"] = _clicks(ctx, train_qrels, dev_qrels)
+        click_rows, validation, details["clicks"] = click_source(ctx, train_qrels, dev_qrels)
         if "clicks" in cfg.pairs.sources:
             by_source["clicks"] = click_rows
     # generated and clicked queries pass the leakage guard too: an LLM can write a test query
@@ -127,8 +122,9 @@ def _generated(ctx: RunContext, source: str, gold: list[dict]) -> tuple[list[dic
     return result.pairs, result.stats
 
 
-def _clicks(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[dict], dict | None, dict]:
-    """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both).
+def click_source(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[dict], dict | None, dict]:
+    """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both),
+    with a summary. 00_decide calls it too, so its pilot trains on the pairs 01_pairs will give.
 
     A real log is read from ``clicks.path``; with ``clicks.simulate`` a log is simulated from
     the qrels and the ranking users were shown (``clicks.simulator.ranker``: the generic
