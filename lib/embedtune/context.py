@@ -131,6 +131,44 @@ class RunContext:
             keep = set(judged) | set(near[: max(0, size - len(judged))])
         return {d: doc_text(ds.corpus[d]) for d in sorted(keep)}
 
+    def click_source(self, train_qrels: dict, dev_qrels: dict) -> tuple[list[dict], dict | None, dict]:
+        """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both),
+        with a summary. 01_pairs trains on them; 00_decide's pilot too.
+
+        A real log is read from ``clicks.path``; with ``clicks.simulate`` a log is simulated from
+        the qrels and the ranking users were shown (``clicks.simulator.ranker``: the generic
+        model's or BM25's): train queries for training clicks, dev queries for validation.
+        """
+        from embedtune import clicks
+
+        cfg = self.cfg
+        ds, _ = self.data
+        if cfg.clicks.path:
+            impressions = clicks.read_click_log(cfg.clicks.path, ds.corpus, ds.queries, strict=cfg.clicks.strict)
+            counted = clicks.aggregate_clicks(impressions, cfg.clicks.min_dwell_s)
+            train_ids, val_ids = clicks.split_click_queries(counted, cfg.clicks, cfg.seed)
+        elif cfg.clicks.simulate:
+            qrels = ({} if cfg.clicks.use == "validate" else train_qrels) | \
+                    ({} if cfg.clicks.use == "train" else dev_qrels)
+            queries = {q: ds.queries[q] for q in qrels}
+            depth = cfg.clicks.simulator.depth
+            shown = (self.bm25.search(queries, depth) if cfg.clicks.simulator.ranker == "bm25"
+                     else self.generic.search(queries, depth))
+            impressions = clicks.simulate_clicks(qrels, shown, queries, cfg.clicks.simulator, cfg.seed)
+            train_ids, val_ids = set(train_qrels), set(dev_qrels)
+        else:
+            raise ValueError("pairs.sources has clicks but there is no clicks.path and clicks.simulate is off")
+        rows: list[dict] = []
+        if cfg.clicks.use in ("train", "both"):
+            rows, _ = clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)
+        validation = None
+        if cfg.clicks.use in ("validate", "both"):
+            queries, qrels = clicks.click_validation(impressions, cfg.clicks, only=val_ids)
+            validation = {"queries": queries, "qrels": qrels}
+        return rows, validation, {"impressions": len(impressions), "pairs": len(rows),
+                                  "validation_queries": len(validation["qrels"]) if validation else 0,
+                                  "simulated": bool(cfg.clicks.simulate and not cfg.clicks.path)}
+
     @functools.cached_property
     def generic_index(self):
         """Base-model embeddings of the corpus (from the embedding cache when present)."""

@@ -53,11 +53,10 @@ def _click_rows(ctx: RunContext, train: dict, dev: dict) -> list[dict]:
     """The click pairs 01_pairs will train on (a real log at clicks.path, or one simulated from
     the train qrels); none when clicks are not a training source."""
     cfg = ctx.cfg
-    if "clicks" not in cfg.pairs.sources or cfg.clicks.use == "validate" or not (cfg.clicks.path or cfg.clicks.simulate):
+    has_log = bool(cfg.clicks.path or cfg.clicks.simulate)
+    if "clicks" not in cfg.pairs.sources or cfg.clicks.use == "validate" or not has_log:
         return []
-    from embedtune.stages.pairs import click_source
-
-    return click_source(ctx, train, dev)[0]
+    return ctx.click_source(train, dev)[0]
 
 
 @stage("decide")

@@ -52,7 +52,7 @@ def run(ctx: RunContext) -> PairsResult:
         if source in ("synthetic", "ict", "crop"):
             by_source[source], details[source] = _generated(ctx, source, gold)
     if "clicks" in cfg.pairs.sources or cfg.clicks.path or cfg.clicks.simulate:
-        click_rows, validation, details["clicks"] = click_source(ctx, train_qrels, dev_qrels)
+        click_rows, validation, details["clicks"] = ctx.click_source(train_qrels, dev_qrels)
         if "clicks" in cfg.pairs.sources:
             by_source["clicks"] = click_rows
     # generated and clicked queries pass the leakage guard too: an LLM can write a test query
@@ -120,42 +120,3 @@ def _generated(ctx: RunContext, source: str, gold: list[dict]) -> tuple[list[dic
                                   search=search, seed=cfg.seed, exclude=test_docs,
                                   cache_folder=paths.cache_dir() / "synthetic")
     return result.pairs, result.stats
-
-
-def click_source(ctx: RunContext, train_qrels: dict, dev_qrels: dict) -> tuple[list[dict], dict | None, dict]:
-    """Click-log pairs (``clicks.use``: train / both) and the click validation set (validate / both),
-    with a summary. 00_decide calls it too, so its pilot trains on the pairs 01_pairs will give.
-
-    A real log is read from ``clicks.path``; with ``clicks.simulate`` a log is simulated from
-    the qrels and the ranking users were shown (``clicks.simulator.ranker``: the generic
-    model's or BM25's): train queries for training clicks, dev queries for validation.
-    """
-    from embedtune import clicks
-
-    cfg = ctx.cfg
-    ds, _ = ctx.data
-    if cfg.clicks.path:
-        impressions = clicks.read_click_log(cfg.clicks.path, ds.corpus, ds.queries, strict=cfg.clicks.strict)
-        train_ids, val_ids = clicks.split_click_queries(clicks.aggregate_clicks(impressions, cfg.clicks.min_dwell_s),
-                                                        cfg.clicks, cfg.seed)
-    elif cfg.clicks.simulate:
-        qrels = ({} if cfg.clicks.use == "validate" else train_qrels) | \
-                ({} if cfg.clicks.use == "train" else dev_qrels)
-        queries = {q: ds.queries[q] for q in qrels}
-        depth = cfg.clicks.simulator.depth
-        shown = (ctx.bm25.search(queries, depth) if cfg.clicks.simulator.ranker == "bm25"
-                 else ctx.generic.search(queries, depth))
-        impressions = clicks.simulate_clicks(qrels, shown, queries, cfg.clicks.simulator, cfg.seed)
-        train_ids, val_ids = set(train_qrels), set(dev_qrels)
-    else:
-        raise ValueError("pairs.sources has clicks but there is no clicks.path and clicks.simulate is off")
-    rows: list[dict] = []
-    if cfg.clicks.use in ("train", "both"):
-        rows, _ = clicks.click_pairs(impressions, ds.corpus, cfg.clicks, only=train_ids)
-    validation = None
-    if cfg.clicks.use in ("validate", "both"):
-        queries, qrels = clicks.click_validation(impressions, cfg.clicks, only=val_ids)
-        validation = {"queries": queries, "qrels": qrels}
-    return rows, validation, {"impressions": len(impressions), "pairs": len(rows),
-                              "validation_queries": len(validation["qrels"]) if validation else 0,
-                              "simulated": bool(cfg.clicks.simulate and not cfg.clicks.path)}
