@@ -13,6 +13,7 @@ import yaml
 from embedtune import runner, sweep
 from embedtune.config import ConfigError, load_config
 from embedtune.keys import stage_keys
+from embedtune.io import atomic_write_json
 from embedtune.layout import RunLayout
 from embedtune.runfolder import finish_stage, is_fresh, reuse_stage, upstream_state
 from embedtune.runner import StageError, run_experiment
@@ -140,7 +141,6 @@ def test_fixed_overrides_go_into_the_base_and_defaults_come_from_the_experiment(
 def _finished_stage(folder, stage, key, seconds=9.0, content="a\n"):
     layout = RunLayout(folder)
     layout.stages_dir.mkdir(parents=True, exist_ok=True)
-    layout.marker(stage).write_text(json.dumps({"key": key, "upstream": upstream_state(layout, stage)}))
     layout.executed(stage).write_text("{}")
     layout.html(stage).write_text("<html/>")
     out = layout.products(stage)[0]
@@ -148,7 +148,9 @@ def _finished_stage(folder, stage, key, seconds=9.0, content="a\n"):
     (out / "train.jsonl").write_text(content)
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
     manifest.setdefault("stages", {})[stage] = {"seconds": seconds, "status": "ok", "finished": "t0"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    # atomic, as finish_stage writes them: parallel points read each other's markers while they scan
+    atomic_write_json(folder / "manifest.json", manifest)
+    atomic_write_json(layout.marker(stage), {"key": key, "upstream": upstream_state(layout, stage)})
 
 
 def test_a_point_reuses_a_stage_that_finished_elsewhere_under_the_same_key(tmp_path):
@@ -247,7 +249,7 @@ class FakeRunner:
                 if stage == "train" and self.fail and all(overrides.get(k) == v for k, v in self.fail.items()):
                     manifest = json.loads((run_dir / "manifest.json").read_text())
                     manifest["stages"]["train"] = {"status": "failed", "seconds": 1.0}
-                    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+                    atomic_write_json(run_dir / "manifest.json", manifest)
                     raise StageError("stage train failed in 03_train.ipynb (cell 4): TrainError: boom")
                 _finished_stage(run_dir, stage, keys[stage])
         lr = overrides["train.learning_rate"]
