@@ -31,7 +31,8 @@ def test_a_key_in_the_endpoint_url_reaches_no_file(tiny_params, tmp_path):
     overrides = {"synthetic.backend": "openai", "synthetic.endpoint.base_url": f"http://127.0.0.1:9/v1?key={KEY}",
                  "synthetic.endpoint.model": "m", "synthetic.endpoint.api_key_env": None,
                  "synthetic.endpoint.max_retries": 0, "synthetic.max_docs": 2,
-                 "pairs.sources": ["gold", "synthetic"]}
+                 "pairs.sources": ["gold", "synthetic"],
+                 "decide.pilot": False}  # the pilot's fine-tunes (most of this test's time) touch no endpoint
     with pytest.raises(StageError, match=r"127\.0\.0\.1:9/v1/chat/completions failed") as info:
         run_experiment(tiny_params, stages=["decide", "pairs"], overrides=overrides, run_dir=run,
                        progress=False)
