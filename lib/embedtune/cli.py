@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
+        # the notebook's abandoned asyncio task may see its kernel die (Ctrl-C reached it too) and
+        # asyncio logs "Task exception was never retrieved ... DeadKernelError" at exit: noise now
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print("embedtune: interrupted; the stage that was running recorded nothing and will run "
               "again next time (finished stages are kept)", file=sys.stderr)
         return 130
