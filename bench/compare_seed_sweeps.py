@@ -1,0 +1,83 @@
+"""Two recipes, each run over the same seeds on the same dev and test queries (two seed sweeps):
+which is better, on dev (how a recipe is chosen) and on test (what it is worth).
+
+For each sweep and system: every seed's test mean, the mean and sd over seeds; each test query's
+metric averaged over the seeds, paired between the two sweeps (``stats.paired_test``, Student t),
+and against the generic model. Dev: every seed's best dev nDCG@10 (its keep-base test), from the
+points' ``model/version.json`` (local: models are not committed) or, failing that, the best
+``eval_dev_cosine_ndcg@10`` logged in the committed ``03_train.ipynb``.
+
+Usage: bench/compare_seed_sweeps.py SWEEP_A SWEEP_B [--metric ndcg@10]
+  e.g. bench/compare_seed_sweeps.py results/scifact/seeds results/scifact/seeds-guard-off
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embedtune.io import read_json
+from embedtune.stats import paired_test
+
+SYSTEMS = ("finetuned", "hybrid_finetuned")
+
+
+def points(sweep: Path) -> dict[str, Path]:
+    """seed -> point folder, for the points that finished."""
+    summary = read_json(sweep / "sweep.json")
+    return {str(p["values"]["seed"]): sweep / p["folder"] for p in summary["points"] if p["status"] == "ok"}
+
+
+def dev_best(folder: Path) -> float:
+    keep = read_json(folder / "model" / "version.json").get("keep_base") or {}
+    if "best" in keep:
+        return float(keep["best"])
+    logged = re.findall(r"eval_dev_cosine_ndcg@10': '([0-9.]+)'", (folder / "03_train.ipynb").read_text())
+    return max(map(float, logged)) if logged else float("nan")
+
+
+def seed_table(sweep: Path, metric: str) -> pd.DataFrame:
+    """query_id x (system, seed): each finished seed's per-query test metric."""
+    cols = {}
+    for seed, folder in points(sweep).items():
+        frame = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str}).set_index("query_id")
+        for system in SYSTEMS + ("generic", "hybrid_generic"):
+            cols[(system, seed)] = frame.loc[frame["system"] == system, metric]
+    return pd.DataFrame(cols)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("--metric", default="ndcg@10")
+    args = parser.parse_args()
+    tables = {s: seed_table(s, args.metric) for s in (args.a, args.b)}
+    queries = tables[args.a].dropna().index.intersection(tables[args.b].dropna().index)
+    out = {"metric": args.metric, "test_queries": len(queries), "sweeps": {}, "b_vs_a": {}}
+    for sweep, table in tables.items():
+        table = table.loc[queries]
+        row = {"seeds": sorted(points(sweep)),
+               "dev_best": {seed: round(dev_best(f), 4) for seed, f in sorted(points(sweep).items())}}
+        for system in SYSTEMS:
+            means = table[system].mean()
+            row[system] = {"per_seed": {s: round(v, 4) for s, v in means.items()}, "mean": round(means.mean(), 4),
+                           "sd": round(means.std(ddof=1), 4) if len(means) > 1 else None}
+            base = "generic" if system == "finetuned" else "hybrid_generic"
+            delta, p = paired_test(table[system].mean(axis=1).to_numpy(), table[base].mean(axis=1).to_numpy())
+            row[system][f"vs_{base}"] = {"delta": round(delta, 4), "p": float(f"{p:.2g}"),
+                                         base: round(table[base].mean(axis=1).mean(), 4)}
+        out["sweeps"][str(sweep)] = row
+    for system in SYSTEMS:
+        a = tables[args.a].loc[queries, system].mean(axis=1).to_numpy()
+        b = tables[args.b].loc[queries, system].mean(axis=1).to_numpy()
+        delta, p = paired_test(b, a)
+        out["b_vs_a"][system] = {"delta": round(delta, 4), "p": float(f"{p:.2g}"),
+                                 "queries_better": int(np.sum(b > a)), "queries_worse": int(np.sum(b < a))}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
