@@ -20,17 +20,18 @@ import pandas as pd
 
 from embedtune.io import read_json
 from embedtune.stats import paired_test
+from embedtune.sweep.compare import load_comparison
 
 SYSTEMS = ("finetuned", "hybrid_finetuned")
 
 
-def points(sweep: Path) -> dict[str, Path]:
-    """seed -> point folder, for the points that finished."""
-    summary = read_json(sweep / "sweep.json")
-    return {str(p["values"]["seed"]): sweep / p["folder"] for p in summary["points"] if p["status"] == "ok"}
+def points(sweep: Path) -> dict:
+    """seed -> the sweep's finished point (``sweep.compare.PointResult``)."""
+    return {str(p.values["seed"]): p for p in load_comparison(sweep).ok}
 
 
-def dev_best(folder: Path) -> float:
+def dev_best(point) -> float:
+    folder = point.folder
     keep = read_json(folder / "model" / "version.json").get("keep_base") or {}
     if "best" in keep:
         return float(keep["best"])
@@ -41,8 +42,8 @@ def dev_best(folder: Path) -> float:
 def seed_table(sweep: Path, metric: str) -> pd.DataFrame:
     """query_id x (system, seed): each finished seed's per-query test metric."""
     cols = {}
-    for seed, folder in points(sweep).items():
-        frame = pd.read_csv(folder / "per_query.csv", dtype={"query_id": str}).set_index("query_id")
+    for seed, point in points(sweep).items():
+        frame = point.per_query.set_index("query_id")
         for system in SYSTEMS + ("generic", "hybrid_generic"):
             cols[(system, seed)] = frame.loc[frame["system"] == system, metric]
     return pd.DataFrame(cols)
@@ -59,8 +60,9 @@ def main() -> None:
     out = {"metric": args.metric, "test_queries": len(queries), "sweeps": {}, "b_vs_a": {}}
     for sweep, table in tables.items():
         table = table.loc[queries]
-        row = {"seeds": sorted(points(sweep)),
-               "dev_best": {seed: round(dev_best(f), 4) for seed, f in sorted(points(sweep).items())}}
+        finished = points(sweep)
+        row = {"seeds": sorted(finished),
+               "dev_best": {seed: round(dev_best(p), 4) for seed, p in sorted(finished.items())}}
         for system in SYSTEMS:
             means = table[system].mean()
             row[system] = {"per_seed": {s: round(v, 4) for s, v in means.items()}, "mean": round(means.mean(), 4),
