@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from embedtune.config import ConfigError, parse_override
 from embedtune.data import DataError
@@ -124,23 +126,40 @@ def _reembed(args) -> None:
           f"removed {report.removed}, kept {report.kept} in {report.seconds:.1f}s")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, a container stopping), taken as Ctrl-C: the running
+    stage is marked interrupted, a sweep's unfinished points too, and locks and kernels are let go.
+    Python's default for SIGTERM exits at once and skips all of that."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 1 a sweep with failed points; 2 bad input or a failed stage (one line on
-    stderr says what and where); 130 interrupted (Ctrl-C), with nothing half-written."""
+    stderr says what and where); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), either with
+    nothing half-written."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # the notebook's abandoned asyncio task may see its kernel die (Ctrl-C reached it too) and
         # asyncio logs "Task exception was never retrieved ... DeadKernelError" at exit: noise now
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        print("embedtune: interrupted; the stage that was running recorded nothing and will run "
-              "again next time (finished stages are kept)", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"embedtune: {'terminated' if terminated else 'interrupted'}; the stage that was running "
+              "recorded nothing and will run again next time (finished stages are kept)", file=sys.stderr)
+        return 143 if terminated else 130
     except USER_ERRORS() as exc:
         print(f"embedtune: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:  # main() called from Python gives the caller's handler back
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def USER_ERRORS() -> tuple[type[Exception], ...]:  # noqa: N802 - a constant, computed lazily

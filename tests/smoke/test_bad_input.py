@@ -1,6 +1,6 @@
-"""Bad input through real notebook kernels: a key in an endpoint URL reaches no file, Ctrl-C
-leaves a clean message and an `interrupted` stage, a notebook run by hand is never taken for
-another config's run."""
+"""Bad input through real notebook kernels: a key in an endpoint URL reaches no file; Ctrl-C or
+SIGTERM leaves a clean message, an `interrupted` stage and no kernel behind; a notebook run by hand
+is never taken for another config's run."""
 
 import json
 import os
@@ -26,6 +26,7 @@ def tiny_params(tmp_path, tiny_beir):
     return path
 
 
+@pytest.mark.slow  # 2 min (decide and pairs in real kernels): out of `make test` for time; .ci/run runs it
 def test_a_key_in_the_endpoint_url_reaches_no_file(tiny_params, tmp_path):
     run = tmp_path / "results" / "tiny"
     overrides = {"synthetic.backend": "openai", "synthetic.endpoint.base_url": f"http://127.0.0.1:9/v1?key={KEY}",
@@ -45,7 +46,10 @@ def test_a_key_in_the_endpoint_url_reaches_no_file(tiny_params, tmp_path):
     assert leaks == []
 
 
-def test_ctrl_c_prints_one_line_and_marks_the_stage_interrupted(tiny_params, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_prints_one_line_and_marks_the_stage_interrupted(tiny_params, tmp_path, how):
+    import psutil
+
     run = tmp_path / "results" / "tiny"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "embedtune.cli", "run", str(tiny_params), "--no-progress"],
@@ -58,11 +62,19 @@ def test_ctrl_c_prints_one_line_and_marks_the_stage_interrupted(tiny_params, tmp
     while not list(run.glob(".*.running.ipynb")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)  # inside the first notebook
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, kernel included
+    children = psutil.Process(proc.pid).children(recursive=True)  # the stage's kernel
+    assert children
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group, kernel included
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # `kill PID`, a scheduler or a container stopping: embedtune only
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("embedtune: interrupted")
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
+    word = "interrupted" if how == "ctrl-c" else "terminated"
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"embedtune: {word}")
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["decide"]["status"] == "interrupted"
     assert not (run / ".stages" / "decide.json").exists() and not (run / "decision.json").exists()
     assert not list(run.glob(".*.running.ipynb")) and not (run / ".lock.holder.json").exists()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []  # no kernel left behind

@@ -161,6 +161,7 @@ def test_report_is_a_page_to_share(smoke_run):
         assert (smoke_run / "figures" / f"{name}.png").is_file(), name
 
 
+@pytest.mark.slow  # 1 min (03_train again); tests/unit/test_train.py checks the guard itself; .ci/run runs it
 def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_path):
     import shutil
 

@@ -10,6 +10,9 @@ from tests.conftest import ROOT, shared_datasets
 
 SMOKE = ROOT / "params" / "smoke.yaml"
 
+# 2 min (four stages through papermill): out of `make test` for time; .ci/run runs them
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sources_run(tmp_path_factory):

@@ -443,6 +443,29 @@ def test_cli_reports_failed_points_with_exit_code_1(tiny_params, tmp_path, monke
     assert "failed  learning_rate=2e-05 (train): StageError" in out and "ok  learning_rate=5e-05" in out
 
 
+def test_a_sigterm_mid_sweep_leaves_no_point_running_and_exits_143(tiny_params, tmp_path, monkeypatch, capsys):
+    import signal
+
+    from embedtune.cli import main
+
+    fake = FakeRunner()
+
+    def killed_in_the_second_point(params_file, stages, overrides, run_dir, **kwargs):
+        if len(fake.calls) == 1:  # `kill PID` while the second point runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fake(params_file, stages, overrides, run_dir, **kwargs)
+
+    monkeypatch.setattr(execute, "run_experiment", killed_in_the_second_point)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "exp" / "lr"
+    assert main(["sweep", str(tiny_params), "--grid", "train.learning_rate=2e-5,5e-5,1e-4", "--stages",
+                 "pairs,train", "--out", str(out), "--no-report", "--no-progress"]) == 143
+    assert capsys.readouterr().err.startswith("embedtune: terminated")
+    statuses = [p["status"] for p in json.loads((out / "sweep.json").read_text())["points"]]
+    assert statuses == ["ok", "interrupted", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) == before  # main() called from Python hands it back
+
+
 def test_cli_refuses_a_bad_grid_with_exit_code_2(capsys):
     from embedtune.cli import main
 
