@@ -446,13 +446,18 @@ def test_cli_reports_failed_points_with_exit_code_1(tiny_params, tmp_path, monke
 def test_a_sigterm_mid_sweep_leaves_no_point_running_and_exits_143(tiny_params, tmp_path, monkeypatch, capsys):
     import signal
 
+    from embedtune import cli
     from embedtune.cli import main
 
     fake = FakeRunner()
 
     def killed_in_the_second_point(params_file, stages, overrides, run_dir, **kwargs):
-        if len(fake.calls) == 1:  # `kill PID` while the second point runs
-            os.kill(os.getpid(), signal.SIGTERM)
+        if len(fake.calls) == 1:  # `kill PID` while the second point runs: what main's handler does
+            assert signal.getsignal(signal.SIGTERM) is cli._terminate
+            # called, not signalled: a real SIGTERM in this process, after the openvino, monitor and
+            # distributed tests, crashed CI's pytest (exit 139); tests/smoke/test_bad_input.py sends
+            # real ones to a fresh embedtune process
+            cli._terminate(signal.SIGTERM, None)
         return fake(params_file, stages, overrides, run_dir, **kwargs)
 
     monkeypatch.setattr(execute, "run_experiment", killed_in_the_second_point)
