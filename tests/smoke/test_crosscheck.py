@@ -26,6 +26,7 @@ def slice_run():
     return model, ds, splits.test, queries, run
 
 
+@pytest.mark.slow  # with its fixture about 1.5 min: out of `make test` for time; .ci/run runs it
 def test_ranx_agrees_with_beir(slice_run):
     _, _, qrels, _, run = slice_run
     ours = evaluate_runs(qrels, {"g": run}, ["ndcg@10", "recall@100", "map@100"]).mean["g"]
@@ -39,6 +40,7 @@ def test_identical_ids_are_counted():
     assert identical_id_hits({"q1": {"q1": 1.0, "d": 0.5}, "q2": {"d": 1.0}}) == 1
 
 
+@pytest.mark.slow  # with its fixture about 1.5 min: out of `make test` for time; .ci/run runs it
 def test_ranx_agrees_with_mteb(slice_run):
     model, ds, qrels, queries, run = slice_run
     ours = evaluate_runs(qrels, {"g": run}, ["ndcg@10", "recall@10"]).mean["g"]
