@@ -39,10 +39,10 @@ def dev_best(point) -> float:
     return max(map(float, logged)) if logged else float("nan")
 
 
-def seed_table(sweep: Path, metric: str) -> pd.DataFrame:
+def seed_table(finished: dict, metric: str) -> pd.DataFrame:
     """query_id x (system, seed): each finished seed's per-query test metric."""
     cols = {}
-    for seed, point in points(sweep).items():
+    for seed, point in finished.items():
         frame = point.per_query.set_index("query_id")
         for system in SYSTEMS + ("generic", "hybrid_generic"):
             cols[(system, seed)] = frame.loc[frame["system"] == system, metric]
@@ -55,12 +55,13 @@ def main() -> None:
     parser.add_argument("b", type=Path)
     parser.add_argument("--metric", default="ndcg@10")
     args = parser.parse_args()
-    tables = {s: seed_table(s, args.metric) for s in (args.a, args.b)}
+    finished_points = {s: points(s) for s in (args.a, args.b)}  # each sweep read once
+    tables = {s: seed_table(finished, args.metric) for s, finished in finished_points.items()}
     queries = tables[args.a].dropna().index.intersection(tables[args.b].dropna().index)
     out = {"metric": args.metric, "test_queries": len(queries), "sweeps": {}, "b_vs_a": {}}
     for sweep, table in tables.items():
         table = table.loc[queries]
-        finished = points(sweep)
+        finished = finished_points[sweep]
         row = {"seeds": sorted(finished),
                "dev_best": {seed: round(dev_best(p), 4) for seed, p in sorted(finished.items())}}
         for system in SYSTEMS:

@@ -1,9 +1,8 @@
 """Which score normalisation should the convex hybrid use? Chosen on dev, scored on test.
 
 For every finished point of a sweep (each seed's fine-tuned model, from its local ``model/``), or
-one run folder, and
-each normalisation ranx offers for ``wsum`` fusion: the BM25 weight that maximises dev nDCG@10
-(the same grid as 04_evaluate), and that best dev score. The normalisation with the highest dev
+one run folder, and each normalisation ranx offers for ``wsum`` fusion: the BM25 weight that
+maximises dev nDCG@10 (the same grid as 04_evaluate), and that best dev score. The normalisation with the highest dev
 score is chosen (a tie goes to the earlier in NORMS, min-max first, the shipped default); only
 then is it scored on test, beside the shipped min-max hybrid. Test queries choose nothing.
 
@@ -23,8 +22,8 @@ import pandas as pd
 from embedtune.context import open_run
 from embedtune.evaluate import evaluate_runs
 from embedtune.fusion import choose_convex_weight, fuse_runs
-from embedtune.stats import paired_test
 from embedtune.io import atomic_write_json
+from embedtune.stats import paired_test
 from embedtune.sweep.compare import load_comparison
 
 NORMS = ("min-max", "zmuv", "max", "sum", "rank")  # ranx's normalisations for wsum, default first
@@ -66,14 +65,14 @@ def main() -> None:
     args = parser.parse_args()
     out = {"folder": str(args.folder), "system": args.system, "metric": METRIC, "norms": NORMS,
            "command": f"bench/fusion_norms.py {args.folder} --system {args.system}", "points": {}}
-    if (args.folder / "sweep.json").is_file():
-        points = [(p.name, p.folder) for p in load_comparison(args.folder).ok]
+    if (args.folder / "sweep.json").is_file():  # each point with its per_query.csv, read once
+        points = [(p.name, p.folder, p.per_query) for p in load_comparison(args.folder).ok]
     else:
-        points = [(args.folder.name, args.folder)]
+        points = [(args.folder.name, args.folder, pd.read_csv(args.folder / "per_query.csv"))]
     tables = []
-    for name, folder in points:
+    for name, folder, shipped in points:
         summary, per_query = point_norms(folder, args.system)
-        shipped = pd.read_csv(folder / "per_query.csv").set_index("query_id")
+        shipped = shipped.set_index("query_id")
         shipped = shipped.loc[shipped["system"] == f"hybrid_{args.system}", METRIC]
         summary["test_shipped"] = float(shipped.mean())  # min-max as 04_evaluate ran it: the same
         out["points"][name] = summary
