@@ -63,6 +63,7 @@ def test_settings_that_cannot_work_are_refused(model):
         backends.encoder(model, ModelConfig(backend="openvino", quantize="int8"))
 
 
+@pytest.mark.slow  # times every encoding setting on dev queries: ~1 min; .ci/run runs it after `make test`
 def test_auto_keeps_the_fastest_setting_within_the_tolerance(model, cache):
     corpus = {f"d{i}": t for i, t in enumerate(TEXTS[:4] + CALIBRATION[:12])}
     queries = {"q1": "cholesterol drugs and muscle pain", "q2": "how jet engines make thrust"}

@@ -3,12 +3,14 @@ process's output reaches the caller."""
 
 import json
 
+import pytest
 from datasets import Dataset
 
 from embedtune.config import TrainConfig
 from embedtune.distributed import launch, write_job
 
 
+@pytest.mark.slow  # two torchrun processes load and train the model: ~35 s; .ci/run runs it after `make test`
 def test_two_cpu_processes_train_together_and_rank_0_saves(tmp_path):
     rows = {"anchor": [f"question about topic {i}" for i in range(16)],
             "positive": [f"a passage that answers the question about topic {i}" for i in range(16)]}
