@@ -12,12 +12,19 @@ recipe is written to ``search.json`` with every trial, and as dotted overrides t
 ``best.yaml``: ``embedtune run params/X.yaml $(embedtune search --print-best params/X.yaml)``, or
 copy them into the params file.
 
+A search resumes: run the same command again and the trials already in ``search.json`` are told to
+the sampler (no trial is trained twice), so a search longer than one sitting can be run in parts
+(``train.search.trials`` counts all trials; ``budget_s`` is for this call). ``search.json``
+records a fingerprint of the settings every trial shares (the params, without the trial and
+time budget); resuming under other settings is refused, as its trials would not be comparable.
+
 Example:
     $ embedtune search params/scifact.yaml --set train.search.trials=6
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,22 +43,79 @@ log = logging.getLogger(__name__)
 STAGES = ["pairs", "negatives", "train"]
 
 
-def suggest(trial, space) -> dict:
-    """One trial's overrides, from ``space`` (a SearchConfig)."""
-    overrides = {
-        "train.learning_rate": trial.suggest_float("train.learning_rate", space.learning_rate_min,
-                                                   space.learning_rate_max, log=True),
-        "train.epochs": trial.suggest_categorical("train.epochs", list(space.epochs)),
-        "train.loss": trial.suggest_categorical("train.loss", list(space.losses)),
-        "pairs.max_pairs_per_query": trial.suggest_categorical("pairs.max_pairs_per_query",
-                                                               list(space.pairs_per_query)),
-        "negatives.relative_margin": trial.suggest_categorical("negatives.relative_margin",
-                                                               list(space.relative_margins)),
+class SearchMismatch(ValueError):
+    """``search.json`` in the search folder was made under other settings than this call's."""
+
+
+def distributions(space) -> dict:
+    """The search space (a SearchConfig) as Optuna distributions, one per params key."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {
+        "train.learning_rate": FloatDistribution(space.learning_rate_min, space.learning_rate_max, log=True),
+        "train.epochs": CategoricalDistribution(list(space.epochs)),
+        "train.loss": CategoricalDistribution(list(space.losses)),
+        "pairs.max_pairs_per_query": CategoricalDistribution(list(space.pairs_per_query)),
+        "negatives.relative_margin": CategoricalDistribution(list(space.relative_margins)),
     }
-    overrides["pairs.max_pairs_per_query"] = overrides["pairs.max_pairs_per_query"] or None  # 0: no cap
-    overrides["negatives.relative_margin"] = overrides["negatives.relative_margin"] if \
-        overrides["negatives.relative_margin"] >= 0 else None  # -1: no margin
+
+
+def suggest(trial, space) -> dict:
+    """One trial's overrides, sampled from ``space`` (a SearchConfig)."""
+    for name, dist in distributions(space).items():
+        if hasattr(dist, "choices"):
+            trial.suggest_categorical(name, list(dist.choices))
+        else:
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return overrides_of(trial.params)
+
+
+def overrides_of(params: dict) -> dict:
+    """A trial's sampled values as params overrides (0 pairs per query: no cap; margin -1: none)."""
+    overrides = dict(params)
+    overrides["pairs.max_pairs_per_query"] = overrides["pairs.max_pairs_per_query"] or None
+    margin = overrides["negatives.relative_margin"]
+    overrides["negatives.relative_margin"] = margin if margin >= 0 else None
     return overrides
+
+
+def fingerprint(cfg) -> str:
+    """What every trial of a search shares: the whole config but the trial and time budget."""
+    plain = cfg.to_dict()
+    for budget in ("trials", "budget_s"):
+        plain["train"]["search"].pop(budget, None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def earlier_trials(folder: Path, cfg) -> tuple[list[dict], float]:
+    """The trials and seconds of the search already in ``folder`` (none if it holds no search.json).
+
+    Raises:
+        SearchMismatch: that search ran under other settings, so its scores are not comparable.
+    """
+    path = folder / "search.json"
+    if not path.is_file():
+        return [], 0.0
+    doc = read_json(path)
+    if doc.get("fingerprint") != fingerprint(cfg):
+        raise SearchMismatch(
+            f"{path} holds a search under other settings (params file, --set values or search space) "
+            f"than this one, so its trials are not comparable with new ones; give this search another "
+            f"folder with --out, or move {folder} away to start over")
+    return list(doc["trials"]), float(doc.get("seconds", 0.0))
+
+
+def tell_earlier(study, trials: list[dict], space) -> None:
+    """Add finished trials to ``study`` so that the sampler learns from them without re-running them."""
+    import optuna
+
+    dists = distributions(space)
+    for t in trials:
+        ok = t["status"] == "ok" and not math.isnan(t["dev_ndcg@10"])
+        study.add_trial(optuna.trial.create_trial(
+            params=t["params"], distributions=dists, value=t["dev_ndcg@10"] if ok else None,
+            state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL))
 
 
 def dev_score(folder: Path) -> float:
@@ -70,12 +134,18 @@ def run_search(params_file: str | Path, overrides: dict | None = None, out_dir: 
     cfg = load_config(params_file, overrides)
     space = cfg.train.search
     folder = Path(out_dir) if out_dir else resolve_run_dir(cfg) / "search"
+    trials, seconds_before = earlier_trials(folder, cfg)
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
-    trials: list[dict] = []
-    start = time.perf_counter()
-    while len(trials) < space.trials and time.perf_counter() - start < space.budget_s:
+    # a resumed search seeds its sampler past the earlier draws, so it does not propose them again
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed + len(trials))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    if trials:
+        tell_earlier(study, trials, space)
+        log.info("search: resuming with the %d trials in %s", len(trials), folder / "search.json")
+    start = time.perf_counter() - seconds_before
+    budget_end = time.perf_counter() + space.budget_s
+    while len(trials) < space.trials and time.perf_counter() < budget_end:
         trial = study.ask()
         chosen = suggest(trial, space)
         name = f"trial-{trial.number:02d}"
@@ -89,8 +159,8 @@ def run_search(params_file: str | Path, overrides: dict | None = None, out_dir: 
         except Exception as exc:  # noqa: BLE001 - a failed trial is recorded; the search goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             score, status = math.nan, f"failed: {type(exc).__name__}: {exc}"
-        trials.append({"trial": name, "overrides": chosen, "dev_ndcg@10": score, "status": status,
-                       "seconds": round(time.perf_counter() - t0, 1)})
+        trials.append({"trial": name, "overrides": chosen, "params": dict(trial.params), "dev_ndcg@10": score,
+                       "status": status, "seconds": round(time.perf_counter() - t0, 1)})
         log.info("search %s: %s -> dev nDCG@10 %.4f", name, chosen, score)
         _write(folder, cfg, params_file, overrides, trials, start)
     return _write(folder, cfg, params_file, overrides, trials, start)
@@ -100,7 +170,7 @@ def _write(folder: Path, cfg, params_file, overrides: dict, trials: list[dict], 
     done = [t for t in trials if t["status"] == "ok" and not math.isnan(t["dev_ndcg@10"])]
     best = max(done, key=lambda t: t["dev_ndcg@10"], default=None)
     doc = {"experiment": cfg.experiment, "params_file": str(params_file), "fixed": overrides,
-           "chosen_on": "the dev queries (best dev checkpoint's nDCG@10); test queries never looked at",
+           "fingerprint": fingerprint(cfg), "chosen_on": "the dev queries (best dev checkpoint's nDCG@10); test queries never looked at",
            "budget_s": cfg.train.search.budget_s, "seconds": round(time.perf_counter() - start, 1),
            "trials": trials, "best": best}
     atomic_write_json(folder / "search.json", doc)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from embedtune import search
@@ -40,3 +41,59 @@ def test_search_settings_change_no_stage_key(tmp_path, tiny_beir):
     params = tmp_path / "tiny.yaml"
     params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
     assert stage_keys(load_config(params)) == stage_keys(load_config(params, {"train.search.trials": 2}))
+
+
+def _fake_run(calls):
+    def fake_run(params_file, stages, overrides, run_dir, progress, rerun_named):
+        calls.append(overrides)
+        score = 0.5 - abs(overrides["train.learning_rate"] - 3e-5) * 1000
+        RunLayout(Path(run_dir)).model_dir.mkdir(parents=True, exist_ok=True)
+        RunLayout(Path(run_dir)).version.write_text(json.dumps({"keep_base": {"best": score}}))
+        return run_dir
+    return fake_run
+
+
+def test_a_search_run_again_resumes_without_retraining_a_trial(tmp_path, tiny_beir, monkeypatch):
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
+    calls = []
+    monkeypatch.setattr(search, "run_experiment", _fake_run(calls))
+    first = search.run_search(params, {"train.search.trials": 3}, tmp_path / "search")
+    assert len(calls) == 3
+    resumed = search.run_search(params, {"train.search.trials": 5}, tmp_path / "search")
+    assert len(calls) == 5  # only the two new trials trained
+    assert resumed["trials"][:3] == first["trials"]
+    assert [t["trial"] for t in resumed["trials"]] == [f"trial-{i:02d}" for i in range(5)]
+    rates = [t["overrides"]["train.learning_rate"] for t in resumed["trials"]]
+    assert len(set(rates)) == 5  # the resumed sampler does not propose the earlier draws again
+    assert resumed["best"] == max(resumed["trials"], key=lambda t: t["dev_ndcg@10"])
+    assert resumed["seconds"] >= first["seconds"]
+    again = search.run_search(params, {"train.search.trials": 5}, tmp_path / "search")
+    assert len(calls) == 5 and again["trials"] == resumed["trials"]  # nothing left to run
+
+
+def test_resuming_under_other_settings_is_refused_and_leaves_the_search_alone(tmp_path, tiny_beir, monkeypatch):
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
+    calls = []
+    monkeypatch.setattr(search, "run_experiment", _fake_run(calls))
+    search.run_search(params, {"train.search.trials": 2}, tmp_path / "search")
+    before = (tmp_path / "search" / "search.json").read_text()
+    with pytest.raises(search.SearchMismatch, match="other settings"):
+        search.run_search(params, {"train.search.trials": 4, "train.batch_size": 8}, tmp_path / "search")
+    with pytest.raises(search.SearchMismatch, match="--out"):
+        search.run_search(params, {"train.search.trials": 4, "train.search.losses": ["mnrl"]},
+                          tmp_path / "search")
+    assert len(calls) == 2 and (tmp_path / "search" / "search.json").read_text() == before
+
+
+def test_the_sampled_values_match_the_declared_space(tmp_path, tiny_beir):
+    import optuna
+
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
+    space = load_config(params).train.search
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    search.suggest(trial, space)
+    assert trial.distributions == search.distributions(space)
