@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from embedtune.config import load_config
+from embedtune.config import ConfigError, load_config
 from embedtune.io import atomic_write_json, atomic_write_text, read_json
 from embedtune.layout import RunLayout, resolve_run_dir
 from embedtune.runner import run_experiment
@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 STAGES = ["pairs", "negatives", "train"]
 
 
-class SearchMismatch(ValueError):
-    """``search.json`` in the search folder was made under other settings than this call's."""
+class SearchMismatch(ConfigError):
+    """``search.json`` in the search folder was made under other settings than this call's (the CLI
+    says so in one line and exits 2)."""
 
 
 def distributions(space) -> dict:

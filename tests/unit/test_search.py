@@ -87,6 +87,20 @@ def test_resuming_under_other_settings_is_refused_and_leaves_the_search_alone(tm
     assert len(calls) == 2 and (tmp_path / "search" / "search.json").read_text() == before
 
 
+def test_the_cli_says_a_refused_resume_in_one_line(tmp_path, tiny_beir, monkeypatch, capsys):
+    from embedtune.cli import main
+
+    params = tmp_path / "tiny.yaml"
+    params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
+    monkeypatch.setattr(search, "run_experiment", _fake_run([]))
+    out = str(tmp_path / "search")
+    assert main(["search", str(params), "--set", "train.search.trials=1", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["search", str(params), "--set", "train.search.trials=2", "--set", "seed=7", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("embedtune: error: ") and "search.json" in err[0]
+
+
 def test_the_sampled_values_match_the_declared_space(tmp_path, tiny_beir):
     import optuna
 
