@@ -12,20 +12,24 @@ from embedtune.keys import stage_keys
 from embedtune.config import load_config
 
 
+def _fake_run(calls, gist_bonus=0.0):
+    """A trainer stand-in: records each trial's overrides and scores it by its learning rate (and loss)."""
+    def fake_run(params_file, stages, overrides, run_dir, progress, rerun_named):
+        assert "evaluate" not in stages  # test queries are never looked at
+        calls.append(overrides)
+        score = 0.5 - abs(overrides["train.learning_rate"] - 3e-5) * 1000
+        score += gist_bonus * (overrides["train.loss"] == "gist")
+        RunLayout(Path(run_dir)).model_dir.mkdir(parents=True, exist_ok=True)
+        RunLayout(Path(run_dir)).version.write_text(json.dumps({"keep_base": {"best": score}}))
+        return run_dir
+    return fake_run
+
+
 def test_the_search_keeps_the_best_dev_trial_and_never_evaluates_on_test(tmp_path, tiny_beir, monkeypatch):
     params = tmp_path / "tiny.yaml"
     params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
     calls = []
-
-    def fake_run(params_file, stages, overrides, run_dir, progress, rerun_named):
-        assert "evaluate" not in stages  # test queries are never looked at
-        calls.append(overrides)
-        score = 0.5 - abs(overrides["train.learning_rate"] - 3e-5) * 1000 + (overrides["train.loss"] == "gist") * 0.1
-        RunLayout(Path(run_dir)).model_dir.mkdir(parents=True)
-        RunLayout(Path(run_dir)).version.write_text(json.dumps({"keep_base": {"best": score}}))
-        return run_dir
-
-    monkeypatch.setattr(search, "run_experiment", fake_run)
+    monkeypatch.setattr(search, "run_experiment", _fake_run(calls, gist_bonus=0.1))
     doc = search.run_search(params, {"train.search.trials": 5}, tmp_path / "search")
     assert len(doc["trials"]) == len(calls) == 5 and all(t["status"] == "ok" for t in doc["trials"])
     best = max(doc["trials"], key=lambda t: t["dev_ndcg@10"])
@@ -41,16 +45,6 @@ def test_search_settings_change_no_stage_key(tmp_path, tiny_beir):
     params = tmp_path / "tiny.yaml"
     params.write_text(yaml.safe_dump({"experiment": "tiny", "data": {"dataset": str(tiny_beir)}}))
     assert stage_keys(load_config(params)) == stage_keys(load_config(params, {"train.search.trials": 2}))
-
-
-def _fake_run(calls):
-    def fake_run(params_file, stages, overrides, run_dir, progress, rerun_named):
-        calls.append(overrides)
-        score = 0.5 - abs(overrides["train.learning_rate"] - 3e-5) * 1000
-        RunLayout(Path(run_dir)).model_dir.mkdir(parents=True, exist_ok=True)
-        RunLayout(Path(run_dir)).version.write_text(json.dumps({"keep_base": {"best": score}}))
-        return run_dir
-    return fake_run
 
 
 def test_a_search_run_again_resumes_without_retraining_a_trial(tmp_path, tiny_beir, monkeypatch):
