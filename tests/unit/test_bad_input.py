@@ -187,7 +187,7 @@ def test_every_bad_input_is_in_the_readme_table():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Bad input", 1)[1].split("\n## ", 1)[0]
     for text in ("--set", "corpus.jsonl", "UTF-8", "empty", "promote", "reembed", "api_key_env", "Ctrl-C",
-                 "qrels", "URL"):
+                 "qrels", "URL", "search.json"):
         assert text in section, text
 
 
