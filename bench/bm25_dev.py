@@ -1,6 +1,6 @@
 """Would BM25 parameters chosen on dev lift the hybrid? Chosen on dev, scored on test.
 
-For one run folder (or params file) and one dense system: every BM25 setting of a small grid
+For one run folder and one dense system: every BM25 setting of a small grid
 (k1 x b, Lucene scoring, the shipped stopwords and stemmer) is fused with the dense run on dev
 queries, with the convex weight chosen there as 04_evaluate does. The setting with the best dev
 hybrid nDCG@10 is chosen (a tie goes to the shipped setting); only then are the chosen and the
@@ -9,16 +9,14 @@ nothing.
 
 Writes ``OUT`` (default ``FOLDER/bm25_dev.json``, nothing else) and prints a line per setting.
 
-Give a run folder: its 01_pairs left the leakage-guarded dev queries (a params file alone gives the
-plain dev split, which may hold near-duplicates of test queries).
+The dev queries are those the folder's 01_pairs left, after its leakage guard.
 
-Usage: bench/bm25_dev.py FOLDER_OR_PARAMS [--system generic|finetuned] [--out FILE]
+Usage: bench/bm25_dev.py FOLDER [--system generic|finetuned] [--out FILE]
   e.g. bench/bm25_dev.py results/scifact --system generic   (writes results/scifact/bm25_dev.json)
 """
 import argparse
 import dataclasses
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,18 +34,12 @@ METRIC = "ndcg@10"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("where", type=Path, help="a run folder (with params.yaml) or a params file")
+    parser.add_argument("where", type=Path, help="a run folder (with params.yaml)")
     parser.add_argument("--system", default="generic", help="the dense system fused with BM25")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if args.where.is_dir():
-        ctx = open_run(args.where / "params.yaml", {"ood.datasets": []}, args.where)
-        out_path = args.out or args.where / "bm25_dev.json"
-    else:
-        ctx = open_run(args.where, {"ood.datasets": []}, Path(tempfile.mkdtemp(prefix="bm25_dev-")))
-        if args.out is None:
-            parser.error("--out is needed with a params file")
-        out_path = args.out
+    ctx = open_run(args.where / "params.yaml", {"ood.datasets": []}, args.where)
+    out_path = args.out or args.where / "bm25_dev.json"
     ds, splits = ctx.data
     top_k = ctx.cfg.retrieval.top_k
     dev_qrels = ctx.dev_qrels()
@@ -62,11 +54,11 @@ def main() -> None:
     grid = [dataclasses.replace(shipped, k1=k1, b=b) for k1 in K1 for b in B]
     if shipped not in grid:
         grid.insert(0, shipped)
-    rows = []
+    rows, indexes = [], {}  # indexes: (k1, b) -> the BM25 index, built once and used again on test
     start = time.perf_counter()
     for bm in grid:
-        bm25 = BM25Retriever(ds.corpus, bm)
-        bm25_dev = bm25.search(dev_q, top_k)
+        indexes[bm.k1, bm.b] = BM25Retriever(ds.corpus, bm)
+        bm25_dev = indexes[bm.k1, bm.b].search(dev_q, top_k)
         weight, trials = choose_convex_weight(dev_qrels, bm25_dev, dense_dev, hybrid)
         bm25_alone = evaluate_runs(dev_qrels, {"bm25": bm25_dev}, [METRIC]).per_query.loc["bm25", METRIC].mean()
         rows.append({"k1": bm.k1, "b": bm.b, "bm25_weight": weight, "dev_hybrid": max(trials.values()),
@@ -79,7 +71,7 @@ def main() -> None:
     per_query = {}
     for label, bm, weight in (("shipped", shipped, next(r for r in rows if r["shipped"])["bm25_weight"]),
                               ("chosen", chosen, best["bm25_weight"])):
-        bm25_test = BM25Retriever(ds.corpus, bm).search(test_q, top_k)
+        bm25_test = indexes[bm.k1, bm.b].search(test_q, top_k)
         fused = fuse_runs(bm25_test, dense_test, hybrid, bm25_weight=weight, top_k=top_k)
         scores = evaluate_runs(splits.test, {"bm25": bm25_test, "hybrid": fused}, [METRIC]).per_query
         per_query[label] = {s: scores.loc[s, METRIC] for s in ("bm25", "hybrid")}
