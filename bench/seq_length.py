@@ -1,0 +1,49 @@
+"""Does the base model retrieve better when documents are cut later (or earlier)?
+
+all-MiniLM-L6-v2 cuts inputs at 256 word pieces (it was trained at 128). Encodes the whole
+corpus of a dataset once per ``max_seq_length`` (bf16 where the CPU has it, as the pipeline does)
+and scores the base model on one split's queries with ranx. Prints the corpus' length in word
+pieces, then one line per length. Meant for dev queries: choosing a length on test is tuning on
+test.
+
+Usage: bench/seq_length.py DATASET SPLIT LENGTHS
+  e.g. bench/seq_length.py nfcorpus dev 128,192,256,512
+"""
+import sys
+import time
+
+import numpy as np
+from ranx import Qrels, Run, evaluate
+
+from embedtune.data import doc_text, load_beir, relevant_only
+from embedtune.models import encode_documents, encode_queries, load_model, resolve_precision
+
+BASE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def main(dataset: str, split: str, lengths: str) -> None:
+    ds = load_beir(dataset, download=False)
+    qrels = relevant_only(ds.qrels[split], 1)
+    qids, dids = sorted(qrels), list(ds.corpus)
+    texts = [doc_text(ds.corpus[d]) for d in dids]
+    model = load_model(BASE, device="cpu")
+    precision = resolve_precision("auto", "cpu")
+    pieces = np.array([len(model.tokenizer(t)["input_ids"]) for t in texts])
+    print(f"{dataset}: {len(dids)} documents, word pieces median {np.median(pieces):.0f}, "
+          f"p90 {np.percentile(pieces, 90):.0f}; over 256: {(pieces > 256).mean():.0%}, "
+          f"over 512: {(pieces > 512).mean():.0%}; {len(qids)} {split} queries; {precision}", flush=True)
+    queries = encode_queries(model, [ds.queries[q] for q in qids], precision=precision)
+    judged = Qrels({q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()})
+    for length in (int(x) for x in lengths.split(",")):
+        model.max_seq_length = length
+        start = time.perf_counter()
+        scores = queries @ encode_documents(model, texts, precision=precision).T
+        top = np.argsort(-scores, axis=1)[:, :100]
+        run = Run({q: {dids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)})
+        result = evaluate(judged, run, ["ndcg@10", "recall@100"])
+        print(f"max_seq_length {length}: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
