@@ -13,10 +13,11 @@ import sys
 import time
 
 import numpy as np
-from ranx import Qrels, Run, evaluate
 
 from embedtune.data import doc_text, load_beir, relevant_only
+from embedtune.evaluate import evaluate_runs
 from embedtune.models import encode_documents, encode_queries, load_model, resolve_precision
+from embedtune.retrieval import top_k_from_scores
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -33,14 +34,13 @@ def main(dataset: str, split: str, lengths: str) -> None:
           f"p90 {np.percentile(pieces, 90):.0f}; over 256: {(pieces > 256).mean():.0%}, "
           f"over 512: {(pieces > 512).mean():.0%}; {len(qids)} {split} queries; {precision}", flush=True)
     queries = encode_queries(model, [ds.queries[q] for q in qids], precision=precision)
-    judged = Qrels({q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()})
     for length in (int(x) for x in lengths.split(",")):
         model.max_seq_length = length
         start = time.perf_counter()
         scores = queries @ encode_documents(model, texts, precision=precision).T
-        top = np.argsort(-scores, axis=1)[:, :100]
-        run = Run({q: {dids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)})
-        result = evaluate(judged, run, ["ndcg@10", "recall@100"])
+        top, values = top_k_from_scores(scores, 100)
+        run = {q: {dids[j]: float(v) for j, v in zip(top[i], values[i])} for i, q in enumerate(qids)}
+        result = evaluate_runs(qrels, {"base": run}, ["ndcg@10", "recall@100"]).mean["base"]
         print(f"max_seq_length {length}: nDCG@10 {result['ndcg@10']:.4f}, recall@100 {result['recall@100']:.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
