@@ -28,7 +28,7 @@ display(Markdown(
     "# Calibration: does dev predict test?\n\n"
     f"{(table['kind'] == 'experiment').sum()} experiments and {(table['kind'] == 'study point').sum()} study points "
     "with a fine-tuned model. *Predicted*: the training run's dev gain (best dev checkpoint minus the base model), "
-    "the pilot's extrapolated gain where a pilot ran, the flowchart's verdict. *Realised*: fine-tuned minus generic "
+    "the pilot's extrapolated gain where a pilot ran, the flowchart's verdict, and whether 03_train's keep-base guard shipped the fine-tuned model. *Realised*: fine-tuned minus generic "
     "nDCG@10 on the test queries; it *pays* when p < 0.05."))
 
 # %% [markdown]

@@ -10,7 +10,10 @@ predicted before test was looked at, against the gain realised on the test queri
   ``results/calibration/<experiment>/``): its predicted gain, interval and verdict;
 - the **flowchart** verdict of the experiment's own ``decision.json``;
 - **00_decide's verdict** as the current code gives it (``results/calibration/<experiment>/``):
-  the pilot's where the pilot ran, else the flowchart's (the pilot needs gold train pairs).
+  the pilot's where the pilot ran, else the flowchart's (the pilot needs gold train pairs);
+- the **keep-base guard** of 03_train (``train.kept`` in ``manifest.json``, runs since the guard):
+  did it ship the fine-tuned model? ``finetuned`` in ``metrics.json`` is the best dev checkpoint
+  either way, so test says whether shipping it would have paid.
 
 A test outcome "pays" when the fine-tuned model beats generic with p < 0.05; a verdict agrees
 when it is ``fine-tune`` exactly for the experiments where fine-tuning paid.
@@ -67,6 +70,9 @@ def row_for(folder: Path, name: str, kind: str) -> dict | None:
     curve = dev_curve(layout.executed("train"))
     if curve is not None and "ndcg@10" in curve and 0 in curve.index and len(curve) > 1:
         row["dev_gain"] = float(curve["ndcg@10"].drop(index=0).max() - curve.loc[0, "ndcg@10"])
+    kept = (read_json(layout.manifest).get("train") or {}).get("kept")
+    if isinstance(kept, bool):
+        row["guard_shipped"] = kept
     decision = read_json(layout.decision)
     if decision:
         row["flowchart_verdict"] = decision.get("flowchart_verdict", decision.get("verdict"))
@@ -107,6 +113,11 @@ def agreement(table: pd.DataFrame) -> pd.DataFrame:
         sub = table.dropna(subset=["dev_gain"])
         hits = ((sub["dev_gain"] > 0) == sub["pays"]).sum()
         rows.append({"predictor": "dev gain > 0 (every run with a dev curve)", "runs": len(sub), "agree": int(hits)})
+    if "guard_shipped" in table:
+        sub = table.dropna(subset=["guard_shipped"])
+        hits = (sub["guard_shipped"].astype(bool) == sub["pays"]).sum()
+        rows.append({"predictor": "keep-base guard shipped the model (runs since the guard)", "runs": len(sub),
+                     "agree": int(hits)})
     out = pd.DataFrame(rows)
     if not out.empty:
         out["rate"] = (out["agree"] / out["runs"]).round(3)

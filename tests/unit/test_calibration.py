@@ -59,3 +59,18 @@ def test_the_calibration_decide_run_uses_the_experiments_own_params_and_override
     assert overrides == {"pairs.sources": ["ict"], "experiment": "ict"}
     params_file, overrides = calibration.decide_inputs("scifact")
     assert params_file.name == "scifact.yaml" and overrides == {}
+
+
+def test_the_guard_agrees_when_it_ships_exactly_the_models_that_paid(tmp_path):
+    rows = []
+    for name, kept, delta, p in (("shipped-paid", True, 0.03, 0.01), ("kept-base-paid", False, 0.03, 0.01),
+                                 ("kept-base-no-gain", False, 0.01, 0.4), ("no-guard", None, 0.03, 0.01)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps(
+            {"significance": {"finetuned_vs_generic": {"ndcg@10": {"delta": delta, "p_value": p}}}}))
+        (run / "manifest.json").write_text(json.dumps({"train": {} if kept is None else {"kept": kept}}))
+        rows.append(calibration.row_for(run, name, "study point"))
+    assert "guard_shipped" not in rows[3]
+    out = calibration.agreement(pd.DataFrame(rows))
+    assert out.loc["keep-base guard shipped the model (runs since the guard)", ["runs", "agree"]].tolist() == [3, 2]
