@@ -44,3 +44,10 @@ result.plot();
 
 # %%
 result.dev_table().round(4)
+
+# %% [markdown]
+# The keep-base guard: the model ships only if it beats the base model on held-out queries (`train.keep_base_p`; with `train.guard_folds`, on the train queries too, by k-fold cross-fitting).
+
+# %%
+print(result.version['keep_base']['reason'])
+result.guard_folds()

@@ -194,6 +194,8 @@ class TrainConfig:
     keep_base_p: float | None = 0.05  # ship the fine-tuned model only if its best checkpoint beats the base
     # model on dev nDCG@10 with a one-sided paired t-test below this p (None: always ship it) ...
     keep_base_margin: float = 0.0  # ... and by more than this
+    guard_folds: int = 0  # >= 2: that test pools the dev queries with the train queries, each scored by
+    # a model trained without it (k-fold cross-fitting: k more trainings of the same recipe); 0: dev only
 
 
 @dataclass(frozen=True)

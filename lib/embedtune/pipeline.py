@@ -41,7 +41,8 @@ STAGES: tuple[Stage, ...] = (
     # one process, no Matryoshka, and no keep-base test.
     Stage("decide", "00_decide", ("decide", "pairs", "clicks", "train?decide.pilot"), (), ("decision.json",),
           unread=("train.epochs", "train.matryoshka_dims", "train.evals_per_epoch", "train.devices",
-                  "train.keep_base_p", "train.keep_base_margin", "train.triplet_margin", "train.dev_docs")),
+                  "train.keep_base_p", "train.keep_base_margin", "train.guard_folds", "train.triplet_margin",
+                  "train.dev_docs")),
     Stage("pairs", "01_pairs", ("pairs", "synthetic", "crop", "clicks"), (), ("pairs",)),
     Stage("negatives", "02_negatives", ("negatives",), ("pairs",), ("negatives",)),
     Stage("train", "03_train", ("train",), ("negatives",), ("model",), ("train",)),

@@ -123,6 +123,7 @@ def dev_score(folder: Path) -> float:
     """The best dev nDCG@10 of a trial's training run (its keep-base test's best checkpoint)."""
     version = read_json(RunLayout(folder).version)
     guard = version.get("keep_base") or {}
+    guard = guard.get("dev", guard)  # a cross-fitted test keeps the dev queries' own beside it
     return float(guard.get("best", version.get("dev_best") or math.nan))
 
 

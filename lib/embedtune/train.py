@@ -166,16 +166,47 @@ def make_dev_evaluator():
     return DevEvaluator
 
 
+def query_folds(query_ids, k: int, seed: int) -> list[set[str]]:
+    """``k`` disjoint folds of ``query_ids`` by a seeded shuffle; their sizes differ by at most one."""
+    if k < 2:
+        raise TrainError(f"train.guard_folds is {k}: use 0 (the dev queries alone) or at least 2 folds")
+    ids = sorted(set(query_ids))
+    if len(ids) < k:
+        raise TrainError(f"train.guard_folds is {k} but the pairs come from only {len(ids)} queries")
+    random.Random(seed).shuffle(ids)
+    return [set(ids[i::k]) for i in range(k)]
+
+
+def cross_fitted_per_query(folds: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float]]:
+    """One evaluation curve from the k trainings of a cross-fitted keep-base test.
+
+    Each fold's evaluations are numbered in order (0: the base model, 1: the first checkpoint ...)
+    and cut to the count every fold reached, since fold sizes differ by a few steps. A query that
+    several folds scored (a dev query, held out of all of them) counts once, with its mean.
+    """
+    ordered = [[fold[s] for s in sorted(fold)] for fold in folds]
+    points = min(len(o) for o in ordered) if ordered else 0
+    out: dict[int, dict[str, float]] = {}
+    for i in range(points):
+        scores: dict[str, list[float]] = {}
+        for o in ordered:
+            for q, v in o[i].items():
+                scores.setdefault(q, []).append(v)
+        out[i] = {q: sum(v) / len(v) for q, v in scores.items()}
+    return out
+
+
 def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | None,
-                       margin: float = 0.0) -> dict:
+                       margin: float = 0.0, where: str = "dev queries", point: str = "step") -> dict:
     """Does the best dev checkpoint beat the base model (step 0) on dev nDCG@10?
 
     Args:
         per_query: step -> query id -> dev nDCG@10, step 0 being the base model (the dev
-            evaluator's ``per_query``).
+            evaluator's ``per_query``, or :func:`cross_fitted_per_query`'s curve).
         p_max: ship the fine-tuned model only when a one-sided paired t-test over the dev queries
             gives p below this (None: always ship it).
         margin: ... and the mean gain exceeds this.
+        where, point: how the reason names the queries and the checkpoints.
 
     Returns:
         ``{"kept": bool, "best_step", "base", "best", "delta", "p_one_sided", "queries", "reason"}``.
@@ -198,10 +229,10 @@ def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | No
     if p_max is None:
         return out | {"kept": True, "reason": "train.keep_base_p is null: the fine-tuned model is always kept"}
     kept = delta > margin and p_one < p_max
-    reason = (f"the best checkpoint (step {best_step}) beats the base model on {len(qids)} dev queries: "
+    reason = (f"the best checkpoint ({point} {best_step}) beats the base model on {len(qids)} {where}: "
               f"nDCG@10 {b.mean():.4f} -> {a.mean():.4f} ({delta:+.4f}, one-sided p = {p_one:.2g})") if kept else (
-              f"no checkpoint beats the base model on {len(qids)} dev queries by more than {margin:g} with "
-              f"p < {p_max:g}: the best (step {best_step}) is {delta:+.4f} nDCG@10 (one-sided p = {p_one:.2g}); "
+              f"no checkpoint beats the base model on {len(qids)} {where} by more than {margin:g} with "
+              f"p < {p_max:g}: the best ({point} {best_step}) is {delta:+.4f} nDCG@10 (one-sided p = {p_one:.2g}); "
               "the base model is kept")
     return out | {"kept": bool(kept), "reason": reason}
 

@@ -98,3 +98,31 @@ def test_the_keep_base_guard_ships_only_a_dev_gain_that_is_not_noise():
     assert not keep_base_decision({0: base, 20: better}, p_max=0.05, margin=0.2)["kept"]  # gain under the margin
     assert keep_base_decision({0: base, 10: worse}, p_max=None)["kept"]  # the guard off
     assert keep_base_decision({}, p_max=0.05)["kept"]  # no dev queries: nothing to test
+
+
+def test_query_folds_cover_every_query_once_and_refuse_impossible_counts():
+    from embedtune.train import query_folds
+
+    folds = query_folds([f"q{i}" for i in range(10)] * 3, 3, seed=42)  # a query has several pairs
+    assert sorted(len(f) for f in folds) == [3, 3, 4]
+    assert set().union(*folds) == {f"q{i}" for i in range(10)} and sum(map(len, folds)) == 10
+    assert folds == query_folds([f"q{i}" for i in reversed(range(10))], 3, seed=42)  # order-free, seeded
+    with pytest.raises(TrainError, match="at least 2"):
+        query_folds(["a", "b"], 1, seed=0)
+    with pytest.raises(TrainError, match="only 2 queries"):
+        query_folds(["a", "b"], 3, seed=0)
+
+
+def test_cross_fitting_numbers_each_folds_evaluations_and_averages_shared_queries():
+    from embedtune.train import cross_fitted_per_query, keep_base_decision
+
+    # fold 1 held out q1, fold 2 held out q2; both scored the dev query d; fold 2 has one more point
+    fold1 = {0: {"q1": 0.2, "d": 0.5}, 7: {"q1": 0.4, "d": 0.6}, 14: {"q1": 0.5, "d": 0.7}}
+    fold2 = {0: {"q2": 0.3, "d": 0.5}, 6: {"q2": 0.3, "d": 0.8}, 12: {"q2": 0.6, "d": 0.9}, 13: {"q2": 0.0, "d": 0.0}}
+    pooled = cross_fitted_per_query([fold1, fold2])
+    assert sorted(pooled) == [0, 1, 2]  # the points both folds reached
+    assert pooled[0] == {"q1": 0.2, "q2": 0.3, "d": 0.5}
+    assert pooled[1] == pytest.approx({"q1": 0.4, "q2": 0.3, "d": 0.7})
+    assert pooled[2] == pytest.approx({"q1": 0.5, "q2": 0.6, "d": 0.8})
+    decision = keep_base_decision(pooled, p_max=None, where="pooled queries", point="evaluation")
+    assert decision["best_step"] == 2 and decision["queries"] == 3

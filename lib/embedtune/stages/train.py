@@ -24,7 +24,8 @@ from embedtune.models import load_model, model_fingerprint, resolve_precision
 from embedtune.negatives import judged_positives
 from embedtune.progress import show_progress
 from embedtune.provenance import git_state, now
-from embedtune.train import TrainResult, dev_evaluator, fine_tune, keep_base_decision, training_dataset
+from embedtune.train import (TrainResult, cross_fitted_per_query, dev_evaluator, fine_tune, keep_base_decision,
+                             query_folds, training_dataset)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class TrainStageResult:
 
     def plot(self):
         return plots.training_curves(self.train.log_history, self.train.dev_before)
+
+    def guard_folds(self) -> pd.DataFrame:
+        """The trainings of a cross-fitted keep-base test, a row each (empty without one)."""
+        return pd.DataFrame(self.version["keep_base"].get("folds", []))
 
 
 @stage("train")
@@ -87,6 +92,8 @@ def run(ctx: RunContext) -> TrainStageResult:
                            progress=show_progress(), dev_before=dev_before)
     guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
                                cfg.train.keep_base_p, cfg.train.keep_base_margin)
+    if cfg.train.guard_folds:
+        guard = cross_fitted_guard(ctx, rows, dev_qrels, precision, guide) | {"dev": guard}
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
@@ -116,6 +123,55 @@ def run(ctx: RunContext) -> TrainStageResult:
                                "steps": result.steps, "precision": result.precision, "kept": guard["kept"],
                                "registry": registered, "finished": now()})
     return TrainStageResult(result, version, len(train_ds))
+
+
+def cross_fitted_guard(ctx: RunContext, rows: list[dict], dev_qrels: dict, precision: str, guide) -> dict:
+    """The keep-base test on more queries than dev holds (``train.guard_folds`` = k).
+
+    The train queries are cut into k folds; for each, the recipe trains a fresh base model on the
+    pairs of the other folds and is evaluated, at the step-0 and checkpoint points of the run, on
+    the fold's train queries (their qrels, every grade) and the dev queries. The test then pairs
+    base and fine-tuned over all those queries (:func:`embedtune.train.cross_fitted_per_query`):
+    it judges the recipe, which the shipped model (trained on every pair) follows. The k models
+    are discarded.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    cfg = ctx.cfg
+    ds, splits = ctx.data
+    k = cfg.train.guard_folds
+    doc_ids = sorted(ds.corpus)
+    texts = [doc_text(ds.corpus[d]) for d in doc_ids]
+    judged = judged_positives(ds)
+    folds = query_folds([r["query_id"] for r in rows], k, cfg.seed)
+    curves, timing = [], []
+    with tempfile.TemporaryDirectory(prefix=".guard-", dir=ctx.layout.root) as tmp:
+        for i, held in enumerate(folds, 1):
+            qrels = {q: splits.train[q] for q in sorted(held) if q in splits.train} | dev_qrels
+            fold_rows = [r for r in rows if r["query_id"] not in held]
+            log.info("keep-base guard, fold %d of %d: training on %d pairs, scoring %d held-out train + %d dev "
+                     "queries", i, k, len(fold_rows), len(qrels) - len(dev_qrels), len(dev_qrels))
+            evaluator = dev_evaluator({q: ds.queries[q] for q in qrels}, qrels,
+                                      ctx.dev_corpus(qrels, cfg.train.dev_docs), cfg.model.batch_size,
+                                      precision, name="guard")
+            model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
+            result = fine_tune(model, training_dataset(fold_rows, cfg.train.loss, texts, judged, doc_ids, cfg.seed),
+                               evaluator, cfg.train, Path(tmp) / f"fold{i}", cfg.seed, guide=guide,
+                               progress=show_progress())
+            shutil.rmtree(Path(tmp) / f"fold{i}", ignore_errors=True)
+            curves.append(evaluator.per_query)
+            timing.append({"fold": i, "train_queries_held_out": len(qrels) - len(dev_qrels), "pairs": len(fold_rows),
+                           "steps": result.steps, "seconds": round(result.seconds, 1)})
+    pooled = cross_fitted_per_query(curves)
+    n_dev = len(dev_qrels)
+    decision = keep_base_decision(pooled, cfg.train.keep_base_p, cfg.train.keep_base_margin,
+                                  where=f"queries ({len(pooled.get(0, {})) - n_dev} train queries, each scored "
+                                        f"by the one of {k} fold models that did not train on it, and {n_dev} dev "
+                                        f"queries, scored by all {k})",
+                                  point="evaluation")
+    return decision | {"method": f"{k}-fold cross-fitted", "folds": timing}
 
 
 def register_model(ctx: RunContext, model_dir) -> dict:
