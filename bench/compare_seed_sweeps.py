@@ -33,6 +33,7 @@ def points(sweep: Path) -> dict:
 def dev_best(point) -> float:
     folder = point.folder
     keep = read_json(folder / "model" / "version.json").get("keep_base") or {}
+    keep = keep.get("dev", keep)  # a cross-fitted guard (train.guard_folds) keeps the dev-only decision here
     if "best" in keep:
         return float(keep["best"])
     logged = re.findall(r"eval_dev_cosine_ndcg@10': '([0-9.]+)'", (folder / "03_train.ipynb").read_text())
