@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -57,8 +60,12 @@ def run(ctx: RunContext) -> TrainStageResult:
     rows = ctx.negatives() if cfg.negatives.sources and ctx.layout.negatives_train.is_file() else ctx.pairs()
     dev_qrels = ctx.dev_qrels()
     doc_ids = sorted(ds.corpus)
-    train_ds = training_dataset(rows, cfg.train.loss, [doc_text(ds.corpus[d]) for d in doc_ids],
-                                judged_positives(ds), doc_ids, cfg.seed)
+    texts, judged = [doc_text(ds.corpus[d]) for d in doc_ids], judged_positives(ds)
+
+    def dataset_of(pairs: list[dict]):
+        return training_dataset(pairs, cfg.train.loss, texts, judged, doc_ids, cfg.seed)
+
+    train_ds = dataset_of(rows)
     model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
     precision = resolve_precision(cfg.train.precision, str(model.device))
     evaluator, dev_before = None, None
@@ -93,7 +100,7 @@ def run(ctx: RunContext) -> TrainStageResult:
     guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
                                cfg.train.keep_base_p, cfg.train.keep_base_margin)
     if cfg.train.guard_folds:
-        guard = cross_fitted_guard(ctx, rows, dev_qrels, precision, guide) | {"dev": guard}
+        guard = cross_fitted_guard(ctx, rows, dataset_of, dev_qrels, precision, guide) | {"dev": guard}
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
@@ -125,7 +132,8 @@ def run(ctx: RunContext) -> TrainStageResult:
     return TrainStageResult(result, version, len(train_ds))
 
 
-def cross_fitted_guard(ctx: RunContext, rows: list[dict], dev_qrels: dict, precision: str, guide) -> dict:
+def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels: dict, precision: str,
+                       guide) -> dict:
     """The keep-base test on more queries than dev holds (``train.guard_folds`` = k).
 
     The train queries are cut into k folds; for each, the recipe trains a fresh base model on the
@@ -133,18 +141,11 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dev_qrels: dict, preci
     the fold's train queries (their qrels, every grade) and the dev queries. The test then pairs
     base and fine-tuned over all those queries (:func:`embedtune.train.cross_fitted_per_query`):
     it judges the recipe, which the shipped model (trained on every pair) follows. The k models
-    are discarded.
+    are discarded. ``dataset_of(pairs)`` builds a training dataset as the run's own was built.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     cfg = ctx.cfg
     ds, splits = ctx.data
     k = cfg.train.guard_folds
-    doc_ids = sorted(ds.corpus)
-    texts = [doc_text(ds.corpus[d]) for d in doc_ids]
-    judged = judged_positives(ds)
     folds = query_folds([r["query_id"] for r in rows], k, cfg.seed)
     curves, timing = [], []
     with tempfile.TemporaryDirectory(prefix=".guard-", dir=ctx.layout.root) as tmp:
@@ -157,10 +158,10 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dev_qrels: dict, preci
                                       ctx.dev_corpus(qrels, cfg.train.dev_docs), cfg.model.batch_size,
                                       precision, name="guard")
             model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
-            result = fine_tune(model, training_dataset(fold_rows, cfg.train.loss, texts, judged, doc_ids, cfg.seed),
-                               evaluator, cfg.train, Path(tmp) / f"fold{i}", cfg.seed, guide=guide,
+            fold_dir = Path(tmp) / f"fold{i}"
+            result = fine_tune(model, dataset_of(fold_rows), evaluator, cfg.train, fold_dir, cfg.seed, guide=guide,
                                progress=show_progress())
-            shutil.rmtree(Path(tmp) / f"fold{i}", ignore_errors=True)
+            shutil.rmtree(fold_dir, ignore_errors=True)  # free the disk before the next fold
             curves.append(evaluator.per_query)
             timing.append({"fold": i, "train_queries_held_out": len(qrels) - len(dev_qrels), "pairs": len(fold_rows),
                            "steps": result.steps, "seconds": round(result.seconds, 1)})
