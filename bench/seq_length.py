@@ -6,8 +6,9 @@ and scores the base model on one split's queries with ranx. Prints the corpus' l
 pieces, then one line per length. Meant for dev queries: choosing a length on test is tuning on
 test.
 
-Usage: bench/seq_length.py DATASET SPLIT LENGTHS
+Usage: bench/seq_length.py DATASET SPLIT LENGTHS [MODEL]
   e.g. bench/seq_length.py nfcorpus dev 128,192,256,512
+       bench/seq_length.py nfcorpus dev 384 cache/models/all-mpnet-base-v2   (bench/fetch_mpnet.py)
 """
 import sys
 import time
@@ -22,12 +23,12 @@ from embedtune.retrieval import top_k_from_scores
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def main(dataset: str, split: str, lengths: str) -> None:
+def main(dataset: str, split: str, lengths: str, base: str = BASE) -> None:
     ds = load_beir(dataset, download=False)
     qrels = relevant_only(ds.qrels[split], 1)
     qids, dids = sorted(qrels), list(ds.corpus)
     texts = [doc_text(ds.corpus[d]) for d in dids]
-    model = load_model(BASE, device="cpu")
+    model = load_model(base, device="cpu")
     precision = resolve_precision("auto", "cpu")
     pieces = np.array([len(model.tokenizer(t)["input_ids"]) for t in texts])
     print(f"{dataset}: {len(dids)} documents, word pieces median {np.median(pieces):.0f}, "
@@ -46,4 +47,4 @@ def main(dataset: str, split: str, lengths: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
