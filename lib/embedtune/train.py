@@ -197,8 +197,9 @@ def cross_fitted_per_query(folds: list[dict[int, dict[str, float]]]) -> dict[int
 
 
 def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | None,
-                       margin: float = 0.0, where: str = "dev queries", point: str = "step") -> dict:
-    """Does the best dev checkpoint beat the base model (step 0) on dev nDCG@10?
+                       margin: float = 0.0, where: str = "dev queries", point: str = "step",
+                       at: int | None = None) -> dict:
+    """Does the best dev checkpoint (or the one at ``at``) beat the base model (step 0) on dev nDCG@10?
 
     Args:
         per_query: step -> query id -> dev nDCG@10, step 0 being the base model (the dev
@@ -207,6 +208,9 @@ def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | No
             gives p below this (None: always ship it).
         margin: ... and the mean gain exceeds this.
         where, point: how the reason names the queries and the checkpoints.
+        at: test this point of ``per_query`` instead of the best one: the checkpoint that ships,
+            chosen elsewhere (the cross-fitted guard tests the run's dev-best checkpoint, not the
+            best of its own curve, which would also pick the luckiest of several tests).
 
     Returns:
         ``{"kept": bool, "best_step", "base", "best", "delta", "p_one_sided", "queries", "reason"}``.
@@ -219,6 +223,11 @@ def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | No
         return {"kept": True, "reason": "no dev evaluation to compare with the base model"}
     base = per_query[0]
     best_step = max((s for s in per_query if s != 0), key=lambda s: (np.mean(list(per_query[s].values())), -s))
+    if at is not None:
+        if at not in per_query or at == 0:
+            raise TrainError(f"keep-base test at {point} {at}: the curve has {point}s {sorted(per_query)}")
+        best_step = at
+    which = "the shipped checkpoint" if at is not None else "the best checkpoint"
     qids = sorted(set(base) & set(per_query[best_step]))
     a = np.array([per_query[best_step][q] for q in qids])
     b = np.array([base[q] for q in qids])
@@ -229,11 +238,16 @@ def keep_base_decision(per_query: dict[int, dict[str, float]], p_max: float | No
     if p_max is None:
         return out | {"kept": True, "reason": "train.keep_base_p is null: the fine-tuned model is always kept"}
     kept = delta > margin and p_one < p_max
-    reason = (f"the best checkpoint ({point} {best_step}) beats the base model on {len(qids)} {where}: "
-              f"nDCG@10 {b.mean():.4f} -> {a.mean():.4f} ({delta:+.4f}, one-sided p = {p_one:.2g})") if kept else (
-              f"no checkpoint beats the base model on {len(qids)} {where} by more than {margin:g} with "
-              f"p < {p_max:g}: the best ({point} {best_step}) is {delta:+.4f} nDCG@10 (one-sided p = {p_one:.2g}); "
-              "the base model is kept")
+    test = f"on {len(qids)} {where} by more than {margin:g} with p < {p_max:g}"
+    if kept:
+        reason = (f"{which} ({point} {best_step}) beats the base model on {len(qids)} {where}: "
+                  f"nDCG@10 {b.mean():.4f} -> {a.mean():.4f} ({delta:+.4f}, one-sided p = {p_one:.2g})")
+    elif at is None:
+        reason = (f"no checkpoint beats the base model {test}: the best ({point} {best_step}) is {delta:+.4f} "
+                  f"nDCG@10 (one-sided p = {p_one:.2g}); the base model is kept")
+    else:
+        reason = (f"the shipped checkpoint ({point} {at}) does not beat the base model {test}: {delta:+.4f} "
+                  f"nDCG@10 (one-sided p = {p_one:.2g}); the base model is kept")
     return out | {"kept": bool(kept), "reason": reason}
 
 

@@ -126,3 +126,22 @@ def test_cross_fitting_numbers_each_folds_evaluations_and_averages_shared_querie
     assert pooled[2] == pytest.approx({"q1": 0.5, "q2": 0.6, "d": 0.8})
     decision = keep_base_decision(pooled, p_max=None, where="pooled queries", point="evaluation")
     assert decision["best_step"] == 2 and decision["queries"] == 3
+
+
+def test_the_keep_base_test_at_a_given_point_judges_that_point_not_the_best():
+    """The cross-fitted guard tests the checkpoint that ships (chosen on dev), not the best point
+    of its own curve: a later, worse point that ships must be judged as it is."""
+    from embedtune.train import keep_base_decision
+
+    rng = np.random.default_rng(1)
+    base = {f"q{i}": float(v) for i, v in enumerate(rng.random(200))}
+    better = {q: min(1.0, v + 0.05 + rng.normal(0, 0.05)) for q, v in base.items()}
+    flat = {q: v + rng.normal(0, 0.05) for q, v in base.items()}
+    curve = {0: base, 1: better, 2: flat}
+    assert keep_base_decision(curve, p_max=0.05)["best_step"] == 1  # the best point passes ...
+    shipped = keep_base_decision(curve, p_max=0.05, point="evaluation", at=2)
+    assert shipped["best_step"] == 2 and not shipped["kept"]  # ... the shipped one does not
+    assert shipped["reason"].startswith("the shipped checkpoint (evaluation 2) does not beat")
+    assert keep_base_decision(curve, p_max=0.05, at=1)["reason"].startswith("the shipped checkpoint (step 1) beats")
+    with pytest.raises(TrainError, match="the curve has"):
+        keep_base_decision(curve, p_max=0.05, at=3)

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from embedtune import plots
@@ -100,7 +101,9 @@ def run(ctx: RunContext) -> TrainStageResult:
     guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
                                cfg.train.keep_base_p, cfg.train.keep_base_margin)
     if cfg.train.guard_folds:
-        guard = cross_fitted_guard(ctx, rows, dataset_of, dev_qrels, precision, guide) | {"dev": guard}
+        steps = sorted(evaluator.per_query) if evaluator is not None else []
+        shipped = steps.index(guard["best_step"]) if "best_step" in guard else None  # its evaluation number
+        guard = cross_fitted_guard(ctx, rows, dataset_of, dev_qrels, precision, guide, shipped) | {"dev": guard}
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
@@ -133,7 +136,7 @@ def run(ctx: RunContext) -> TrainStageResult:
 
 
 def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels: dict, precision: str,
-                       guide) -> dict:
+                       guide, shipped: int | None = None) -> dict:
     """The keep-base test on more queries than dev holds (``train.guard_folds`` = k).
 
     The train queries are cut into k folds; for each, the recipe trains a fresh base model on the
@@ -142,6 +145,11 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels:
     base and fine-tuned over all those queries (:func:`embedtune.train.cross_fitted_per_query`):
     it judges the recipe, which the shipped model (trained on every pair) follows. The k models
     are discarded. ``dataset_of(pairs)`` builds a training dataset as the run's own was built.
+
+    ``shipped``: the evaluation number (1 = the first checkpoint) of the checkpoint the run keeps,
+    chosen on dev; the test is made at that point of the pooled curve, not at the curve's best,
+    so that it judges what ships (a fold that reached fewer points is judged at its last). None
+    (no dev curve): the best point, as before.
     """
     cfg = ctx.cfg
     ds, splits = ctx.data
@@ -167,12 +175,14 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels:
                            "steps": result.steps, "seconds": round(result.seconds, 1)})
     pooled = cross_fitted_per_query(curves)
     n_dev = len(dev_qrels)
-    decision = keep_base_decision(pooled, cfg.train.keep_base_p, cfg.train.keep_base_margin,
+    at = min(shipped, max(pooled)) if shipped and pooled else None
+    decision = keep_base_decision(pooled, cfg.train.keep_base_p, cfg.train.keep_base_margin, at=at,
                                   where=f"queries ({len(pooled.get(0, {})) - n_dev} train queries, each scored "
                                         f"by the one of {k} fold models that did not train on it, and {n_dev} dev "
                                         f"queries, scored by all {k})",
                                   point="evaluation")
-    return decision | {"method": f"{k}-fold cross-fitted", "folds": timing}
+    curve = [round(float(np.mean(list(pooled[i].values()))), 4) for i in sorted(pooled)]
+    return decision | {"method": f"{k}-fold cross-fitted", "folds": timing, "curve": curve, "shipped_evaluation": shipped}
 
 
 def register_model(ctx: RunContext, model_dir) -> dict:
