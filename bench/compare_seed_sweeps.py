@@ -4,8 +4,12 @@ which is better, on dev (how a recipe is chosen) and on test (what it is worth).
 For each sweep and system: every seed's test mean, the mean and sd over seeds; each test query's
 metric averaged over the seeds, paired between the two sweeps (``stats.paired_test``, Student t),
 and against the generic model. Dev: every seed's best dev nDCG@10 (its keep-base test), from the
-points' ``model/version.json`` (local: models are not committed) or, failing that, the best
-``eval_dev_cosine_ndcg@10`` logged in the committed ``03_train.ipynb``.
+points' ``dev_per_query.csv`` (committed since 2026-12-03), ``model/version.json`` (local: models
+are not committed) or, failing that, the best ``eval_dev_cosine_ndcg@10`` logged in the committed
+``03_train.ipynb``. Where every point of both sweeps has ``dev_per_query.csv`` (the same dev
+queries and dev corpus, so any two base models or recipes pair up), each dev query's nDCG@10 at
+the checkpoint each seed keeps, averaged over the seeds, is paired between the sweeps too
+(``b_vs_a_dev``, with the one-sided p of "B beats A" that the keep-base guard uses).
 
 Usage: bench/compare_seed_sweeps.py SWEEP_A SWEEP_B [--metric ndcg@10]
   e.g. bench/compare_seed_sweeps.py results/scifact/seeds results/scifact/seeds-guard-off
@@ -30,8 +34,21 @@ def points(sweep: Path) -> dict:
     return {str(p.values["seed"]): p for p in load_comparison(sweep).ok}
 
 
+def dev_chosen(folder: Path) -> pd.Series | None:
+    """query_id -> dev nDCG@10 of the checkpoint the run keeps (None without ``dev_per_query.csv``)."""
+    path = folder / "dev_per_query.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"query_id": str})
+    chosen = frame[(frame["curve"] == "dev") & frame["tested"]]
+    return chosen.set_index("query_id")["ndcg@10"] if len(chosen) else None
+
+
 def dev_best(point) -> float:
     folder = point.folder
+    chosen = dev_chosen(folder)
+    if chosen is not None:
+        return float(chosen.mean())
     keep = read_json(folder / "model" / "version.json").get("keep_base") or {}
     keep = keep.get("dev", keep)  # a cross-fitted guard (train.guard_folds) keeps the dev-only decision here
     if "best" in keep:
@@ -80,6 +97,14 @@ def main() -> None:
         delta, p = paired_test(b, a)
         out["b_vs_a"][system] = {"delta": round(delta, 4), "p": float(f"{p:.2g}"),
                                  "queries_better": int(np.sum(b > a)), "queries_worse": int(np.sum(b < a))}
+    dev = {s: [dev_chosen(p.folder) for p in finished.values()] for s, finished in finished_points.items()}
+    if all(d is not None for seeds in dev.values() for d in seeds) and all(dev.values()):
+        a, b = (pd.concat(dev[s], axis=1).dropna().mean(axis=1) for s in (args.a, args.b))
+        both = a.index.intersection(b.index)
+        delta, p = paired_test(b.loc[both].to_numpy(), a.loc[both].to_numpy())
+        out["b_vs_a_dev"] = {"metric": "ndcg@10", "dev_queries": len(both), "a": round(float(a.loc[both].mean()), 4),
+                             "b": round(float(b.loc[both].mean()), 4), "delta": round(delta, 4),
+                             "p": float(f"{p:.2g}"), "p_one_sided": float(f"{(p / 2 if delta > 0 else 1 - p / 2):.2g}")}
     print(json.dumps(out, indent=1))
 
 

@@ -125,6 +125,10 @@ class RunLayout:
     def training_log(self) -> Path:
         return self.model_dir / "training_log.json"
 
+    @property
+    def dev_per_query(self) -> Path:
+        return self.root / "dev_per_query.csv"
+
     # ---- 04_evaluate -----------------------------------------------------------------------
     @property
     def metrics(self) -> Path:

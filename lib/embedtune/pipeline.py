@@ -45,7 +45,7 @@ STAGES: tuple[Stage, ...] = (
                   "train.dev_docs")),
     Stage("pairs", "01_pairs", ("pairs", "synthetic", "crop", "clicks"), (), ("pairs",)),
     Stage("negatives", "02_negatives", ("negatives",), ("pairs",), ("negatives",)),
-    Stage("train", "03_train", ("train",), ("negatives",), ("model",), ("train",)),
+    Stage("train", "03_train", ("train",), ("negatives",), ("model", "dev_per_query.csv"), ("train",)),
     Stage("evaluate", "04_evaluate", ("evaluate", "ood"), ("train",),
           ("metrics.json", "per_query.csv", "runs"), ("dataset", "model", "environment", "evaluate")),
     Stage("report", "05_report", ("report",), ("decide", "evaluate"),

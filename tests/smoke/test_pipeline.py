@@ -66,7 +66,7 @@ def test_every_stage_left_its_outputs(smoke_run):
                  "pairs/train.jsonl", "pairs/dev_qrels.json", "pairs/leakage.json",
                  "negatives/train.jsonl", "negatives/stats.json",
                  "model/modules.json", "model/README.md", "model/training_log.json",
-                 "model/version.json", "model/params.yaml"):
+                 "model/version.json", "model/params.yaml", "dev_per_query.csv"):
         assert (smoke_run / name).is_file(), name
     for stem in ("00_decide", "01_pairs", "02_negatives", "03_train", "04_evaluate"):
         assert (smoke_run / f"{stem}.ipynb").is_file() and (smoke_run / f"{stem}.html").is_file()
@@ -175,6 +175,31 @@ def test_a_model_that_does_not_beat_the_base_on_dev_is_not_kept(smoke_run, tmp_p
     assert version["kept"] is False and "the base model is kept" in version["keep_base"]["reason"]
     assert version["keep_base"]["queries"] > 0  # the dev queries, paired
     assert sorted(p.name for p in (Path(registry) / "versions").iterdir()) == before  # nothing registered
+
+
+@pytest.mark.slow  # 2-3 min (03_train and two fold trainings); the guard's arithmetic is unit-tested
+def test_the_cross_fitted_guard_judges_the_shipped_checkpoint_on_train_and_dev_queries(smoke_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    folder = tmp_path / "folds"
+    shutil.copytree(smoke_run, folder)
+    run_experiment(SMOKE, stages=["train"], run_dir=folder, progress=False, overrides={"train.guard_folds": 2})
+    guard = json.loads((folder / "model" / "version.json").read_text())["keep_base"]
+    assert guard["method"] == "2-fold cross-fitted" and len(guard["folds"]) == 2
+    curves = pd.read_csv(folder / "dev_per_query.csv", dtype={"query_id": str})
+    dev, pooled = curves[curves["curve"] == "dev"], curves[curves["curve"] == "guard"]
+    dev_queries = set(dev["query_id"])
+    assert dev_queries < set(pooled["query_id"])  # the held-out train queries join the dev ones
+    assert guard["queries"] == pooled["query_id"].nunique()
+    shipped = dev[dev["tested"]]
+    assert list(shipped["evaluation"].unique()) == [guard["shipped_evaluation"]]  # the dev-best checkpoint ...
+    assert list(shipped["step"].unique()) == [guard["dev"]["best_step"]]
+    tested = pooled[pooled["tested"]]
+    assert list(tested["evaluation"].unique()) == [guard["best_step"]]
+    assert tested["ndcg@10"].mean() == pytest.approx(guard["best"])
+    assert pooled[pooled["evaluation"] == 0]["ndcg@10"].mean() == pytest.approx(guard["base"])
 
 
 @pytest.mark.slow  # 90 s: exports the model to ONNX (tests/unit/test_backends.py checks the encoders themselves)

@@ -145,3 +145,23 @@ def test_the_keep_base_test_at_a_given_point_judges_that_point_not_the_best():
     assert keep_base_decision(curve, p_max=0.05, at=1)["reason"].startswith("the shipped checkpoint (step 1) beats")
     with pytest.raises(TrainError, match="the curve has"):
         keep_base_decision(curve, p_max=0.05, at=3)
+
+
+def test_the_dev_curves_table_numbers_evaluations_and_marks_the_judged_one(tmp_path):
+    """dev_per_query.csv: one row per curve, evaluation and query; the run's own curve keeps its
+    training steps, the pooled guard curve has none; ``tested`` marks the point each test judged."""
+    import pandas as pd
+
+    from embedtune.stages.train import curve_table
+
+    dev = {0: {"q1": 0.5, "q2": 0.1}, 20: {"q1": 0.6, "q2": 0.2}, 40: {"q1": 0.4, "q2": 0.3}}
+    guard = {0: {"q1": 0.5, "t9": 0.2}, 1: {"q1": 0.7, "t9": 0.4}}
+    curve_table({"dev": (dev, 1), "guard": (guard, 1)}).to_csv(tmp_path / "c.csv", index=False)
+    table = pd.read_csv(tmp_path / "c.csv", dtype={"query_id": str})
+    assert list(table.columns) == ["curve", "evaluation", "step", "query_id", "ndcg@10", "tested"]
+    mine = table[table["curve"] == "dev"]
+    assert list(mine["evaluation"]) == [0, 0, 1, 1, 2, 2] and list(mine["step"]) == [0, 0, 20, 20, 40, 40]
+    assert mine.loc[mine["tested"], "ndcg@10"].tolist() == [0.6, 0.2]  # step 20, the shipped checkpoint
+    pooled = table[table["curve"] == "guard"]
+    assert pooled["step"].isna().all() and pooled.loc[pooled["tested"], "query_id"].tolist() == ["q1", "t9"]
+    assert not curve_table({"dev": ({}, None)}).shape[0]  # no dev queries: an empty table, same columns

@@ -3,7 +3,8 @@
 Dev evaluation (nDCG@10, recall@10, MRR@10 on the dev queries, against their judged documents
 plus ``train.dev_docs`` others) after each epoch; the best checkpoint is kept. Leaves ``model/``
 in the run folder: the model with its model card, ``training_log.json``, ``params.yaml`` and
-``version.json``, and registers it as a new version in the model registry (``embedtune.registry``).
+``version.json``, and registers it as a new version in the model registry (``embedtune.registry``);
+and ``dev_per_query.csv``, every dev evaluation's per-query nDCG@10 (small, committed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from embedtune import plots
 from embedtune.config import save_config
 from embedtune.context import RunContext, stage
 from embedtune.data import doc_text
-from embedtune.io import atomic_write_json
+from embedtune.io import atomic_path, atomic_write_json
 from embedtune.models import load_model, model_fingerprint, resolve_precision
 from embedtune.negatives import judged_positives
 from embedtune.progress import show_progress
@@ -74,13 +75,7 @@ def run(ctx: RunContext) -> TrainStageResult:
         evaluator = dev_evaluator({q: ds.queries[q] for q in dev_qrels}, dev_qrels,
                                   ctx.dev_corpus(dev_qrels, cfg.train.dev_docs), cfg.model.batch_size,
                                   precision)
-        if resolve_precision(cfg.model.precision, str(model.device)) == precision \
-                and cfg.train.max_seq_length in (None, cfg.model.max_seq_length):
-            # the base model's dev scores from the embeddings the generic index already holds
-            index = ctx.generic_index
-            row = {d: i for i, d in enumerate(index.doc_ids)}
-            dev_before = evaluator.score(index.embeddings[[row[d] for d in evaluator.doc_ids]],
-                                         ctx.embed_queries(ctx.base_model, evaluator.query_texts))
+        dev_before = base_scores_from_index(ctx, evaluator, precision, model)
     guide = None
     if cfg.train.loss == "gist":
         guide = load_model(cfg.train.gist_guide or cfg.model.name, cfg.model.device)
@@ -98,12 +93,16 @@ def run(ctx: RunContext) -> TrainStageResult:
     else:
         result = fine_tune(model, train_ds, evaluator, cfg.train, out, cfg.seed, guide=guide,
                            progress=show_progress(), dev_before=dev_before)
-    guard = keep_base_decision(evaluator.per_query if evaluator is not None else {},
-                               cfg.train.keep_base_p, cfg.train.keep_base_margin)
+    dev_curve = evaluator.per_query if evaluator is not None else {}
+    guard = keep_base_decision(dev_curve, cfg.train.keep_base_p, cfg.train.keep_base_margin)
+    shipped = sorted(dev_curve).index(guard["best_step"]) if "best_step" in guard else None  # its evaluation number
+    curves = {"dev": (dev_curve, shipped)}
     if cfg.train.guard_folds:
-        steps = sorted(evaluator.per_query) if evaluator is not None else []
-        shipped = steps.index(guard["best_step"]) if "best_step" in guard else None  # its evaluation number
-        guard = cross_fitted_guard(ctx, rows, dataset_of, dev_qrels, precision, guide, shipped) | {"dev": guard}
+        pooled, cross_fitted = cross_fitted_guard(ctx, rows, dataset_of, dev_qrels, precision, guide, shipped)
+        guard = cross_fitted | {"dev": guard}
+        curves["guard"] = (pooled, cross_fitted.get("best_step"))
+    with atomic_path(ctx.layout.dev_per_query) as tmp:
+        curve_table(curves).to_csv(tmp, index=False)
     data_fp = hashlib.sha256(json.dumps([[r["query_id"], r["doc_id"], r.get("negative_ids", [])]
                                          for r in rows]).encode()).hexdigest()
     version = {
@@ -136,7 +135,7 @@ def run(ctx: RunContext) -> TrainStageResult:
 
 
 def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels: dict, precision: str,
-                       guide, shipped: int | None = None) -> dict:
+                       guide, shipped: int | None = None) -> tuple[dict[int, dict[str, float]], dict]:
     """The keep-base test on more queries than dev holds (``train.guard_folds`` = k).
 
     The train queries are cut into k folds; for each, the recipe trains a fresh base model on the
@@ -144,7 +143,9 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels:
     the fold's train queries (their qrels, every grade) and the dev queries. The test then pairs
     base and fine-tuned over all those queries (:func:`embedtune.train.cross_fitted_per_query`):
     it judges the recipe, which the shipped model (trained on every pair) follows. The k models
-    are discarded. ``dataset_of(pairs)`` builds a training dataset as the run's own was built.
+    are discarded; their step 0 (the base model) is scored from the generic index, not encoded
+    again. ``dataset_of(pairs)`` builds a training dataset as the run's own was built. Returns the
+    pooled curve (evaluation number -> query id -> nDCG@10) and the decision.
 
     ``shipped``: the evaluation number (1 = the first checkpoint) of the checkpoint the run keeps,
     chosen on dev; the test is made at that point of the pooled curve, not at the curve's best,
@@ -168,7 +169,8 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels:
             model = load_model(cfg.model.name, cfg.model.device, cfg.model.max_seq_length)
             fold_dir = Path(tmp) / f"fold{i}"
             result = fine_tune(model, dataset_of(fold_rows), evaluator, cfg.train, fold_dir, cfg.seed, guide=guide,
-                               progress=show_progress())
+                               progress=show_progress(), dev_before=base_scores_from_index(ctx, evaluator, precision,
+                                                                                            model))
             shutil.rmtree(fold_dir, ignore_errors=True)  # free the disk before the next fold
             curves.append(evaluator.per_query)
             timing.append({"fold": i, "train_queries_held_out": len(qrels) - len(dev_qrels), "pairs": len(fold_rows),
@@ -182,7 +184,47 @@ def cross_fitted_guard(ctx: RunContext, rows: list[dict], dataset_of, dev_qrels:
                                         f"queries, scored by all {k})",
                                   point="evaluation")
     curve = [round(float(np.mean(list(pooled[i].values()))), 4) for i in sorted(pooled)]
-    return decision | {"method": f"{k}-fold cross-fitted", "folds": timing, "curve": curve, "shipped_evaluation": shipped}
+    return pooled, decision | {"method": f"{k}-fold cross-fitted", "folds": timing, "curve": curve,
+                               "shipped_evaluation": shipped}
+
+
+def base_scores_from_index(ctx: RunContext, evaluator, precision: str, model) -> dict | None:
+    """Step 0 of a dev curve (the base model's scores) from the embeddings the generic index holds.
+
+    The index was encoded by the same base model, so when it was encoded as the evaluator would
+    encode (same precision, same cut) the corpus need not be encoded again: the evaluator scores
+    the index's rows of its documents and keeps them as ``per_query[0]``. None when the settings
+    differ (the evaluator then encodes at step 0 itself).
+    """
+    cfg = ctx.cfg
+    if resolve_precision(cfg.model.precision, str(model.device)) != precision \
+            or cfg.train.max_seq_length not in (None, cfg.model.max_seq_length):
+        return None
+    index = ctx.generic_index
+    row = {d: i for i, d in enumerate(index.doc_ids)}
+    return evaluator.score(index.embeddings[[row[d] for d in evaluator.doc_ids]],
+                           ctx.embed_queries(ctx.base_model, evaluator.query_texts), steps=0)
+
+
+def curve_table(curves: dict[str, tuple[dict[int, dict[str, float]], int | None]]) -> pd.DataFrame:
+    """The dev curves' per-query nDCG@10 as one long table (``dev_per_query.csv``).
+
+    ``curves``: name -> (step or evaluation number -> query id -> nDCG@10, the evaluation the
+    keep-base test judged). ``dev`` is the run's own dev curve, keyed by training step; ``guard`` the
+    cross-fitted guard's pooled curve, keyed by evaluation number. Columns: ``curve``,
+    ``evaluation`` (0 = the base model), ``step`` (the training step; empty for ``guard``),
+    ``query_id``, ``ndcg@10``, and ``tested`` (the evaluation the guard judged: for ``dev`` the
+    checkpoint that ships when the guard keeps it). Committed with the results, so that two recipes
+    can be compared query by query on dev without re-training either (``bench/compare_seed_sweeps.py``).
+    """
+    rows = []
+    for name, (per_query, tested) in curves.items():
+        for evaluation, key in enumerate(sorted(per_query)):
+            for qid, value in sorted(per_query[key].items()):
+                rows.append({"curve": name, "evaluation": evaluation, "step": key if name == "dev" else None,
+                             "query_id": qid, "ndcg@10": float(value), "tested": evaluation == tested})
+    return pd.DataFrame(rows, columns=["curve", "evaluation", "step", "query_id", "ndcg@10", "tested"]).astype(
+        {"step": "Int64"})
 
 
 def register_model(ctx: RunContext, model_dir) -> dict:
