@@ -11,7 +11,11 @@ queries and dev corpus, so any two base models or recipes pair up), each dev que
 the checkpoint each seed keeps, averaged over the seeds, is paired between the sweeps too
 (``b_vs_a_dev``, with the one-sided p of "B beats A" that the keep-base guard uses).
 
-Usage: bench/compare_seed_sweeps.py SWEEP_A SWEEP_B [--metric ndcg@10]
+``--dev-only`` prints the dev comparison alone and reads no test score: the way to choose between
+two recipes before either is scored on test (sweeps run with ``--stages pairs,negatives,train``
+will do).
+
+Usage: bench/compare_seed_sweeps.py SWEEP_A SWEEP_B [--metric ndcg@10] [--dev-only]
   e.g. bench/compare_seed_sweeps.py results/scifact/seeds results/scifact/seeds-guard-off
 """
 import argparse
@@ -72,8 +76,14 @@ def main() -> None:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--metric", default="ndcg@10")
+    parser.add_argument("--dev-only", action="store_true", help="compare on dev only; read no test score")
     args = parser.parse_args()
     finished_points = {s: points(s) for s in (args.a, args.b)}  # each sweep read once
+    if args.dev_only:
+        out = {"sweeps": {str(s): {"dev_best": {seed: round(dev_best(p), 4) for seed, p in sorted(finished.items())}}
+                          for s, finished in finished_points.items()}}
+        print(json.dumps(out | dev_comparison(finished_points, args.a, args.b), indent=1))
+        return
     tables = {s: seed_table(finished, args.metric) for s, finished in finished_points.items()}
     queries = tables[args.a].dropna().index.intersection(tables[args.b].dropna().index)
     out = {"metric": args.metric, "test_queries": len(queries), "sweeps": {}, "b_vs_a": {}}
@@ -97,15 +107,21 @@ def main() -> None:
         delta, p = paired_test(b, a)
         out["b_vs_a"][system] = {"delta": round(delta, 4), "p": float(f"{p:.2g}"),
                                  "queries_better": int(np.sum(b > a)), "queries_worse": int(np.sum(b < a))}
+    print(json.dumps(out | dev_comparison(finished_points, args.a, args.b), indent=1))
+
+
+def dev_comparison(finished_points: dict, a_sweep: Path, b_sweep: Path) -> dict:
+    """``{"b_vs_a_dev": ...}``: each dev query's nDCG@10 at the checkpoint each seed keeps, averaged
+    over seeds, paired B against A; {} unless every point of both sweeps has ``dev_per_query.csv``."""
     dev = {s: [dev_chosen(p.folder) for p in finished.values()] for s, finished in finished_points.items()}
-    if all(d is not None for seeds in dev.values() for d in seeds) and all(dev.values()):
-        a, b = (pd.concat(dev[s], axis=1).dropna().mean(axis=1) for s in (args.a, args.b))
-        both = a.index.intersection(b.index)
-        delta, p = paired_test(b.loc[both].to_numpy(), a.loc[both].to_numpy())
-        out["b_vs_a_dev"] = {"metric": "ndcg@10", "dev_queries": len(both), "a": round(float(a.loc[both].mean()), 4),
-                             "b": round(float(b.loc[both].mean()), 4), "delta": round(delta, 4),
-                             "p": float(f"{p:.2g}"), "p_one_sided": float(f"{(p / 2 if delta > 0 else 1 - p / 2):.2g}")}
-    print(json.dumps(out, indent=1))
+    if not all(dev.values()) or any(d is None for seeds in dev.values() for d in seeds):
+        return {}
+    a, b = (pd.concat(dev[s], axis=1).dropna().mean(axis=1) for s in (a_sweep, b_sweep))
+    both = a.index.intersection(b.index)
+    delta, p = paired_test(b.loc[both].to_numpy(), a.loc[both].to_numpy())
+    return {"b_vs_a_dev": {"metric": "ndcg@10", "dev_queries": len(both), "a": round(float(a.loc[both].mean()), 4),
+                           "b": round(float(b.loc[both].mean()), 4), "delta": round(delta, 4), "p": float(f"{p:.2g}"),
+                           "p_one_sided": float(f"{(p / 2 if delta > 0 else 1 - p / 2):.2g}")}}
 
 
 if __name__ == "__main__":
