@@ -61,6 +61,11 @@ def dev_best(point) -> float:
     return max(map(float, logged)) if logged else float("nan")
 
 
+def dev_best_by_seed(finished: dict) -> dict:
+    """seed -> the best dev nDCG@10 of that seed's run, rounded for printing."""
+    return {seed: round(dev_best(point), 4) for seed, point in sorted(finished.items())}
+
+
 def seed_table(finished: dict, metric: str) -> pd.DataFrame:
     """query_id x (system, seed): each finished seed's per-query test metric."""
     cols = {}
@@ -80,8 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     finished_points = {s: points(s) for s in (args.a, args.b)}  # each sweep read once
     if args.dev_only:
-        out = {"sweeps": {str(s): {"dev_best": {seed: round(dev_best(p), 4) for seed, p in sorted(finished.items())}}
-                          for s, finished in finished_points.items()}}
+        out = {"sweeps": {str(s): {"dev_best": dev_best_by_seed(finished)} for s, finished in finished_points.items()}}
         print(json.dumps(out | dev_comparison(finished_points, args.a, args.b), indent=1))
         return
     tables = {s: seed_table(finished, args.metric) for s, finished in finished_points.items()}
@@ -90,8 +94,7 @@ def main() -> None:
     for sweep, table in tables.items():
         table = table.loc[queries]
         finished = finished_points[sweep]
-        row = {"seeds": sorted(finished),
-               "dev_best": {seed: round(dev_best(p), 4) for seed, p in sorted(finished.items())}}
+        row = {"seeds": sorted(finished), "dev_best": dev_best_by_seed(finished)}
         for system in SYSTEMS:
             means = table[system].mean()
             row[system] = {"per_seed": {s: round(v, 4) for s, v in means.items()}, "mean": round(means.mean(), 4),
